@@ -1,0 +1,146 @@
+package certstore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+// FindingKind classifies what store check found.
+type FindingKind string
+
+const (
+	// FindingBroken: a guardian entry that cannot be read whole.
+	FindingBroken FindingKind = "broken"
+	// FindingLeftover: the remains of a write that was interrupted.
+	FindingLeftover FindingKind = "leftover"
+	// FindingUnexpected: something in the store guardctl did not put there.
+	FindingUnexpected FindingKind = "unexpected"
+	// FindingPermissions: a key or directory readable by others.
+	FindingPermissions FindingKind = "permissions"
+)
+
+// Finding is one problem in the store.
+type Finding struct {
+	Kind   FindingKind `json:"kind"`
+	Path   string      `json:"path"` // relative to the store
+	Name   string      `json:"name,omitempty"`
+	Detail string      `json:"detail"`
+	Action string      `json:"action,omitempty"` // what --repair did
+}
+
+// Check inspects the store under the exclusive lock (so that no write is in
+// flight and every temporary entry is a leftover) and, with repair, moves
+// broken entries and leftovers to lost+found and tightens permissions.
+// Nothing is ever deleted.
+func (s *Store) Check(repair bool) ([]Finding, error) {
+	if _, err := os.Stat(s.dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	unlock, err := s.lock(true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	var out []Finding
+	add := func(f Finding, path string) error {
+		if repair {
+			switch f.Kind {
+			case FindingPermissions:
+				if err := os.Chmod(path, permFor(path)); err != nil {
+					return err
+				}
+				f.Action = fmt.Sprintf("set mode %04o", permFor(path))
+			default:
+				dst, err := s.moveAside(path)
+				if err != nil {
+					return fmt.Errorf("moving %s aside: %w", path, err)
+				}
+				rel, _ := filepath.Rel(s.dir, dst)
+				f.Action = "moved to " + filepath.ToSlash(rel)
+			}
+		}
+		out = append(out, f)
+		return nil
+	}
+	rel := func(p string) string {
+		r, _ := filepath.Rel(s.dir, p)
+		return filepath.ToSlash(r)
+	}
+	if err := s.checkPerm(s.dir, add, rel); err != nil {
+		return out, err
+	}
+	names, err := readNames(s.path(guardiansDir))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		p := s.path(guardiansDir, n)
+		e := loadEntry(p, n)
+		if e.Broken() {
+			if err := add(Finding{Kind: FindingBroken, Path: rel(p), Name: n, Detail: e.Problem}, p); err != nil {
+				return out, err
+			}
+			continue
+		}
+		for _, f := range []string{"", signingKeyFile, encryptionKeyFile} {
+			if f != "" && !e.Meta.HasPrivateKeys {
+				continue
+			}
+			if err := s.checkPerm(filepath.Join(p, f), add, rel); err != nil {
+				return out, err
+			}
+		}
+	}
+	leftovers, err := readNames(s.path(tmpDir))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range leftovers {
+		p := s.path(tmpDir, n)
+		if err := add(Finding{Kind: FindingLeftover, Path: rel(p), Detail: "left by an interrupted write; it was never part of the store"}, p); err != nil {
+			return out, err
+		}
+	}
+	top, err := readNames(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range top {
+		switch n {
+		case guardiansDir, trashDir, tmpDir, lostDir, lockName:
+			continue
+		}
+		p := s.path(n)
+		if err := add(Finding{Kind: FindingUnexpected, Path: rel(p), Detail: "not part of a guardctl store"}, p); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// permFor is the mode a store path should have: private keys 0600,
+// directories 0700.
+func permFor(path string) fs.FileMode {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return 0o700
+	}
+	return 0o600
+}
+
+func (s *Store) checkPerm(path string, add func(Finding, string) error, rel func(string) string) error {
+	if runtime.GOOS == "windows" {
+		return nil // modes do not express access there; the ACLs of the store's parent do
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&fs.ModeSymlink != 0 {
+		return nil
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return add(Finding{Kind: FindingPermissions, Path: rel(path), Detail: fmt.Sprintf("mode %04o lets other users read it; want %04o", fi.Mode().Perm(), permFor(path))}, path)
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package certstore
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
+)
+
+const (
+	metaFile          = "guardian.json"
+	signingCertFile   = "signing.crt"
+	encryptionCertFil = "encryption.crt"
+	signingKeyFile    = "signing.key"
+	encryptionKeyFile = "encryption.key"
+)
+
+// Origin says how a guardian came into the store.
+type Origin string
+
+const (
+	OriginGenerated Origin = "generated"
+	OriginPFX       Origin = "imported-pfx"
+	OriginPublic    Origin = "imported-public"
+)
+
+// Meta is what guardian.json holds.
+type Meta struct {
+	Version        int       `json:"version"`
+	Name           string    `json:"name"`
+	HasPrivateKeys bool      `json:"hasPrivateKeys"`
+	Origin         Origin    `json:"origin"`
+	AddedAt        time.Time `json:"addedAt"`
+}
+
+// Entry is one guardian as found in the store. A broken entry has a
+// Problem; its Guardian then holds whatever could be read (possibly
+// nothing) and must not be used for cryptography.
+type Entry struct {
+	Name     string
+	Meta     Meta
+	Guardian *guardian.Guardian
+	Problem  string
+}
+
+// Broken reports whether the entry could not be read whole.
+func (e *Entry) Broken() bool { return e.Problem != "" }
+
+// loadEntry reads the entry in dir, which is named name.
+func loadEntry(dir, name string) *Entry {
+	e := &Entry{Name: name, Guardian: &guardian.Guardian{Name: name}}
+	fi, err := os.Lstat(dir)
+	switch {
+	case err != nil:
+		e.Problem = fmt.Sprintf("unreadable: %v", errors.Unwrap(err))
+		return e
+	case fi.Mode()&fs.ModeSymlink != 0:
+		e.Problem = "the entry is a symbolic link"
+		return e
+	case !fi.IsDir():
+		e.Problem = "the entry is not a directory"
+		return e
+	}
+	if err := guardian.ValidateName(name); err != nil {
+		e.Problem = "the entry's name is not a valid guardian name"
+		return e
+	}
+	var problems []string
+	note := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	raw, err := readRegular(filepath.Join(dir, metaFile))
+	if err != nil {
+		note("%s: %s", metaFile, describe(err))
+	} else if err := json.Unmarshal(raw, &e.Meta); err != nil || e.Meta.Version != 1 || e.Meta.Name != name {
+		note("%s is damaged", metaFile)
+	}
+	g := e.Guardian
+	if g.Signing, err = readCert(filepath.Join(dir, signingCertFile)); err != nil {
+		note("%s: %s", signingCertFile, describe(err))
+	}
+	if g.Encryption, err = readCert(filepath.Join(dir, encryptionCertFil)); err != nil {
+		note("%s: %s", encryptionCertFil, describe(err))
+	}
+	if e.Meta.HasPrivateKeys {
+		if g.SigningKey, err = readKey(filepath.Join(dir, signingKeyFile)); err != nil {
+			note("%s: %s", signingKeyFile, describe(err))
+		}
+		if g.EncryptionKey, err = readKey(filepath.Join(dir, encryptionKeyFile)); err != nil {
+			note("%s: %s", encryptionKeyFile, describe(err))
+		}
+		if g.SigningKey != nil && g.Signing != nil && !g.SigningKey.PublicKey.Equal(g.Signing.PublicKey) {
+			note("the signing key does not match the signing certificate")
+		}
+		if g.EncryptionKey != nil && g.Encryption != nil && !g.EncryptionKey.PublicKey.Equal(g.Encryption.PublicKey) {
+			note("the encryption key does not match the encryption certificate")
+		}
+	}
+	if len(problems) > 0 {
+		e.Problem = problems[0]
+		if len(problems) > 1 {
+			e.Problem += fmt.Sprintf(" (and %d more problems)", len(problems)-1)
+		}
+	}
+	return e
+}
+
+func describe(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "missing"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// readRegular reads a regular file of at most 1 MiB, refusing links.
+func readRegular(path string) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	if fi.Size() > 1<<20 {
+		return nil, errors.New("too large")
+	}
+	return os.ReadFile(path)
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	raw, err := readRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(raw)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("not a PEM certificate")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, errors.New("damaged certificate")
+	}
+	return c, nil
+}
+
+func readKey(path string) (*rsa.PrivateKey, error) {
+	raw, err := readRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(raw)
+	if b == nil || b.Type != "PRIVATE KEY" {
+		return nil, errors.New("not a PEM PKCS#8 private key")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		return nil, errors.New("damaged private key")
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("not an RSA key")
+	}
+	return rk, nil
+}
+
+type entryFile struct {
+	name string
+	data []byte
+	perm fs.FileMode
+}
+
+// writeEntry writes every file of g into dir, which must be new, each file
+// synced, then the directory.
+func writeEntry(dir string, g *guardian.Guardian, meta Meta) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	mj, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	files := []entryFile{
+		{signingCertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: g.Signing.Raw}), 0o644},
+		{encryptionCertFil, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: g.Encryption.Raw}), 0o644},
+	}
+	if meta.HasPrivateKeys {
+		for _, k := range []struct {
+			name string
+			key  *rsa.PrivateKey
+		}{{signingKeyFile, g.SigningKey}, {encryptionKeyFile, g.EncryptionKey}} {
+			der, err := x509.MarshalPKCS8PrivateKey(k.key)
+			if err != nil {
+				return err
+			}
+			files = append(files, entryFile{k.name, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600})
+		}
+	}
+	// guardian.json last: an entry is only taken for whole when it is there.
+	files = append(files, entryFile{metaFile, append(mj, '\n'), 0o644})
+	for _, f := range files {
+		if err := writeNew(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+			return err
+		}
+	}
+	return atomicfile.SyncDir(dir)
+}
+
+func writeNew(path string, data []byte, perm fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

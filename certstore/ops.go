@@ -1,0 +1,224 @@
+package certstore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
+)
+
+// Add puts g into the store. With replace, an existing guardian of the same
+// name is moved to the trash (so it can be restored) before g takes its
+// place; without it, ErrExists. It returns the trash ID of what it replaced.
+func (s *Store) Add(g *guardian.Guardian, origin Origin, replace bool) (replacedID string, err error) {
+	if err := guardian.ValidateName(g.Name); err != nil {
+		return "", err
+	}
+	unlock, err := s.lock(true)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	live := s.path(guardiansDir, g.Name)
+	_, statErr := os.Lstat(live)
+	exists := statErr == nil
+	if exists && !replace {
+		return "", fmt.Errorf("guardian %q %w", g.Name, ErrExists)
+	}
+	tmp := s.path(tmpDir, newID(time.Now())+"-"+g.Name)
+	meta := Meta{Version: 1, Name: g.Name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin, AddedAt: time.Now().UTC().Truncate(time.Second)}
+	if err := writeEntry(tmp, g, meta); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("writing guardian %q: %w", g.Name, err)
+	}
+	if exists {
+		if replacedID, err = s.toTrash(g.Name); err != nil {
+			os.RemoveAll(tmp)
+			return "", err
+		}
+	}
+	if err := os.Rename(tmp, live); err != nil {
+		return replacedID, fmt.Errorf("installing guardian %q: %w", g.Name, err)
+	}
+	if err := atomicfile.SyncDir(s.path(guardiansDir)); err != nil {
+		return replacedID, err
+	}
+	return replacedID, atomicfile.SyncDir(s.path(tmpDir))
+}
+
+// toTrash moves the live entry name to trash/ID/name; the lock is held.
+func (s *Store) toTrash(name string) (string, error) {
+	id := newID(time.Now())
+	holder := s.path(trashDir, id)
+	if err := atomicfile.MkdirAll(holder); err != nil {
+		return "", err
+	}
+	if err := os.Rename(s.path(guardiansDir, name), filepath.Join(holder, name)); err != nil {
+		os.Remove(holder)
+		return "", fmt.Errorf("moving guardian %q to the trash: %w", name, err)
+	}
+	if err := atomicfile.SyncDir(holder); err != nil {
+		return "", err
+	}
+	return id, atomicfile.SyncDir(s.path(guardiansDir))
+}
+
+// Get reads one guardian. A broken entry is returned with its Problem set,
+// not as an error; ErrNotFound when there is no entry.
+func (s *Store) Get(name string) (*Entry, error) {
+	if err := guardian.ValidateName(name); err != nil {
+		return nil, err
+	}
+	unlock, err := s.lock(false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	dir := s.path(guardiansDir, name)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("guardian %q %w in %s", name, ErrNotFound, s.dir)
+	}
+	return loadEntry(dir, name), nil
+}
+
+// List reads every guardian, broken ones included, sorted by name.
+func (s *Store) List() ([]*Entry, error) {
+	unlock, err := s.lock(false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	names, err := readNames(s.path(guardiansDir))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Entry, 0, len(names))
+	for _, n := range names {
+		out = append(out, loadEntry(s.path(guardiansDir, n), n))
+	}
+	return out, nil
+}
+
+func readNames(dir string) ([]string, error) {
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, d := range des {
+		names = append(names, d.Name())
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Remove takes a guardian out of the store, broken or not. Without purge it
+// goes to the trash and Restore brings it back; the trash ID is returned.
+// With purge it is deleted: first renamed out of the live set, so a crash
+// while deleting leaves a leftover, never a half-deleted guardian.
+func (s *Store) Remove(name string, purge bool) (string, error) {
+	if err := guardian.ValidateName(name); err != nil {
+		return "", err
+	}
+	unlock, err := s.lock(true)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	live := s.path(guardiansDir, name)
+	if _, err := os.Lstat(live); errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("guardian %q %w in %s", name, ErrNotFound, s.dir)
+	}
+	if !purge {
+		return s.toTrash(name)
+	}
+	doomed := s.path(tmpDir, newID(time.Now())+"-purge-"+name)
+	if err := os.Rename(live, doomed); err != nil {
+		return "", err
+	}
+	if err := atomicfile.SyncDir(s.path(guardiansDir)); err != nil {
+		return "", err
+	}
+	return "", os.RemoveAll(doomed)
+}
+
+// Removed is a guardian in the trash.
+type Removed struct {
+	Name      string
+	ID        string
+	RemovedAt time.Time
+}
+
+// Trash lists removed guardians, newest first.
+func (s *Store) Trash() ([]Removed, error) {
+	unlock, err := s.lock(false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return s.trash()
+}
+
+func (s *Store) trash() ([]Removed, error) {
+	ids, err := readNames(s.path(trashDir))
+	if err != nil {
+		return nil, err
+	}
+	var out []Removed
+	for i := len(ids) - 1; i >= 0; i-- {
+		names, err := readNames(s.path(trashDir, ids[i]))
+		if err != nil {
+			continue
+		}
+		ts, _ := time.Parse("20060102T150405.000000000Z", strings.SplitN(ids[i], "-", 2)[0])
+		for _, n := range names {
+			out = append(out, Removed{Name: n, ID: ids[i], RemovedAt: ts})
+		}
+	}
+	return out, nil
+}
+
+// Restore brings back the most recently removed guardian called name.
+func (s *Store) Restore(name string) (*Entry, error) {
+	if err := guardian.ValidateName(name); err != nil {
+		return nil, err
+	}
+	unlock, err := s.lock(true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	live := s.path(guardiansDir, name)
+	if _, err := os.Lstat(live); err == nil {
+		return nil, fmt.Errorf("guardian %q %w; remove or rename it before restoring", name, ErrExists)
+	}
+	removed, err := s.trash()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range removed {
+		if r.Name != name {
+			continue
+		}
+		holder := s.path(trashDir, r.ID)
+		if err := os.Rename(filepath.Join(holder, name), live); err != nil {
+			return nil, fmt.Errorf("restoring guardian %q: %w", name, err)
+		}
+		if err := atomicfile.SyncDir(s.path(guardiansDir)); err != nil {
+			return nil, err
+		}
+		os.Remove(holder) // only if empty
+		return loadEntry(live, name), nil
+	}
+	return nil, fmt.Errorf("removed guardian %q %w in the trash of %s", name, ErrNotFound, s.dir)
+}

@@ -1,0 +1,127 @@
+// Package certstore is guardctl's on-disk guardian store.
+//
+// Layout, under the store directory (0700):
+//
+//	.lock                     the lock every change holds exclusively
+//	guardians/NAME/           one directory per guardian (0700):
+//	    guardian.json         metadata (name, private keys or not, origin)
+//	    signing.crt           PEM certificates
+//	    encryption.crt
+//	    signing.key           PKCS#8 PEM private keys, 0600 (absent when public only)
+//	    encryption.key
+//	trash/ID/NAME/            removed guardians, restorable
+//	.tmp/                     entries being written; anything here after a
+//	                          crash is a leftover that store check reports
+//	lost+found/               what store check --repair moved aside
+//
+// Every change builds a complete entry under .tmp, syncs it, and renames it
+// into place under the exclusive lock, so a crash or a concurrent run never
+// leaves a half-written guardian or loses one.
+package certstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gofrs/flock"
+	"github.com/guardctl/guardctl/internal/atomicfile"
+)
+
+const (
+	guardiansDir = "guardians"
+	trashDir     = "trash"
+	tmpDir       = ".tmp"
+	lostDir      = "lost+found"
+	lockName     = ".lock"
+)
+
+var (
+	// ErrNotFound: no guardian (or removed guardian) of that name.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a guardian of that name is already in the store.
+	ErrExists = errors.New("already exists")
+	// ErrLocked: another guardctl held the store for longer than LockTimeout.
+	ErrLocked = errors.New("store is locked by another guardctl process")
+)
+
+// Store is a guardian store in a directory.
+type Store struct {
+	dir string
+	// LockTimeout is how long a command waits for another one to finish.
+	LockTimeout time.Duration
+}
+
+// New returns the store in dir; nothing is created until the first change.
+func New(dir string) *Store {
+	return &Store{dir: dir, LockTimeout: 2 * time.Minute}
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) path(elem ...string) string {
+	return filepath.Join(append([]string{s.dir}, elem...)...)
+}
+
+// lock takes the store lock, exclusive for changes and shared for reads. A
+// read of a store that does not exist yet needs no lock.
+func (s *Store) lock(exclusive bool) (unlock func(), err error) {
+	if exclusive {
+		for _, d := range []string{s.dir, s.path(guardiansDir), s.path(trashDir), s.path(tmpDir)} {
+			if err := atomicfile.MkdirAll(d); err != nil {
+				return nil, fmt.Errorf("creating the store: %w", err)
+			}
+		}
+	} else if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
+		return func() {}, nil
+	}
+	fl := flock.New(s.path(lockName), flock.SetPermissions(0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), s.LockTimeout)
+	defer cancel()
+	var ok bool
+	if exclusive {
+		ok, err = fl.TryLockContext(ctx, 20*time.Millisecond)
+	} else {
+		ok, err = fl.TryRLockContext(ctx, 20*time.Millisecond)
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if !exclusive && errors.Is(err, os.ErrPermission) {
+			// A reader without write access to the lock file (another
+			// user's store) still reads; writes are atomic renames.
+			return func() {}, nil
+		}
+		return nil, fmt.Errorf("locking the store: %w", err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w (waited %s)", ErrLocked, s.LockTimeout)
+	}
+	return func() { fl.Unlock() }, nil
+}
+
+// newID names a trash or temporary entry: sortable by time, unique.
+func newID(now time.Time) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return now.UTC().Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// moveAside renames path to lost+found, keeping its base name visible.
+func (s *Store) moveAside(path string) (string, error) {
+	if err := atomicfile.MkdirAll(s.path(lostDir)); err != nil {
+		return "", err
+	}
+	dst := s.path(lostDir, newID(time.Now())+"-"+filepath.Base(path))
+	if err := os.Rename(path, dst); err != nil {
+		return "", err
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
+		return "", err
+	}
+	return dst, atomicfile.SyncDir(s.path(lostDir))
+}

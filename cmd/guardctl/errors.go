@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/AlecAivazis/survey/v2/terminal"
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
+)
+
+// Exit codes. They are part of the command-line contract (docs/cli.md).
+const (
+	exitOK           = 0
+	exitFailure      = 1   // anything not listed below
+	exitUsage        = 2   // bad flags or arguments, or input that is needed but not given
+	exitNotFound     = 3   // no such guardian (or removed guardian)
+	exitExists       = 4   // the guardian or file exists and --force was not given
+	exitVerification = 5   // wrong password; damaged, tampered or mismatched input; a certificate refused by policy
+	exitStoreProblem = 6   // store check found problems it did not repair
+	exitInterrupted  = 130 // the user interrupted a prompt
+)
+
+// cliError is an error with its exit code and an optional hint.
+type cliError struct {
+	code int
+	msg  string
+	hint string
+}
+
+func (e *cliError) Error() string { return e.msg }
+
+func usageError(format string, args ...any) error {
+	return &cliError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+func withHint(err error, code int, hint string) error {
+	return &cliError{code: code, msg: err.Error(), hint: hint}
+}
+
+// classify turns any error into its exit code and hint.
+func classify(err error) (int, string) {
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce.code, ce.hint
+	}
+	if errors.Is(err, terminal.InterruptErr) {
+		return exitInterrupted, ""
+	}
+	var ge *guardian.Error
+	if errors.As(err, &ge) {
+		switch ge.Kind {
+		case guardian.KindPassword:
+			return exitVerification, "check the password; it is read from --password-file, GUARDCTL_PASSWORD or the prompt, in that order"
+		case guardian.KindExpired:
+			return exitVerification, "to use the guardian anyway (as New-HgsGuardian -AllowExpired does), pass --allow-expired"
+		case guardian.KindUntrusted:
+			return exitVerification, "to accept a certificate that does not chain to a trusted root (as New-HgsGuardian -AllowUntrustedRoot does), pass --allow-untrusted-root"
+		case guardian.KindMismatch:
+			return exitVerification, "make sure the signing and encryption files belong to the same guardian and each holds its own private key"
+		case guardian.KindUnsupported:
+			return exitVerification, ""
+		default:
+			return exitVerification, ""
+		}
+	}
+	switch {
+	case errors.Is(err, certstore.ErrNotFound):
+		return exitNotFound, "'guardctl guardian list' shows the guardians in this store (--store or GUARDCTL_STORE selects another)"
+	case errors.Is(err, certstore.ErrExists):
+		return exitExists, "pass --force to replace it; the guardian it replaces goes to the trash"
+	case errors.Is(err, atomicfile.ErrExists):
+		return exitExists, "pass --force to overwrite it; the old file is kept as a .bak backup"
+	case errors.Is(err, certstore.ErrLocked):
+		return exitFailure, "wait for the other guardctl to finish, then try again"
+	}
+	return exitFailure, ""
+}
+
+// printError writes err as one line (and a hint) in the age style.
+func printError(w io.Writer, err error) int {
+	code, hint := classify(err)
+	if code == exitInterrupted {
+		fmt.Fprintln(w, "guardctl: interrupted; nothing was changed")
+		return code
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintf(w, "guardctl: error: %s\n", msg)
+	if hint != "" {
+		fmt.Fprintf(w, "guardctl: hint: %s\n", hint)
+	}
+	return code
+}

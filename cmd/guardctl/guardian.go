@@ -1,0 +1,81 @@
+package main
+
+import (
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/spf13/cobra"
+)
+
+func newGuardianCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "guardian",
+		Aliases: []string{"guardians", "g"},
+		Short:   "Create, list, show, remove, export and import guardians",
+		Long: `A guardian is a signing and an encryption certificate, with their private keys
+when this host can unwrap key protectors made for it, or without them when it is
+another host's guardian that key protectors can be granted to.`,
+	}
+	cmd.AddCommand(
+		newGuardianCreateCmd(a),
+		newGuardianListCmd(a),
+		newGuardianShowCmd(a),
+		newGuardianRemoveCmd(a),
+		newGuardianRestoreCmd(a),
+		newGuardianExportCmd(a),
+		newGuardianImportCmd(a),
+	)
+	return cmd
+}
+
+// validName checks a guardian name given on the command line.
+func validName(name string) error {
+	if err := guardian.ValidateName(name); err != nil {
+		return usageError("%v", err)
+	}
+	return nil
+}
+
+// completeGuardianNames completes the names of the guardians in the store.
+func completeGuardianNames(a *app) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		if a.storeDir == "" {
+			a.storeDir = defaultStoreDir()
+		}
+		entries, err := a.store().List()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		var names []cobra.Completion
+		for _, e := range entries {
+			names = append(names, e.Name)
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeRemovedNames completes the names of guardians in the trash.
+func completeRemovedNames(a *app) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		if a.storeDir == "" {
+			a.storeDir = defaultStoreDir()
+		}
+		removed, err := a.store().Trash()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		seen := map[string]bool{}
+		var names []cobra.Completion
+		for _, r := range removed {
+			if !seen[r.Name] {
+				seen[r.Name] = true
+				names = append(names, r.Name)
+			}
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+}

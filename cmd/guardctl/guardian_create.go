@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/spf13/cobra"
+)
+
+func newGuardianCreateCmd(a *app) *cobra.Command {
+	var keySize, validYears int
+	var host string
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Generate a guardian shaped like Hyper-V's",
+		Long: `Generate a guardian: two self-signed RSA certificates with SHA-256 signatures,
+"CN=Shielded VM Signing Certificate (NAME) (HOST)" (digitalSignature) and
+"CN=Shielded VM Encryption Certificate (NAME) (HOST)" (keyEncipherment,
+dataEncipherment), with their private keys, as New-HgsGuardian
+-GenerateCertificates makes them.`,
+		Example: `  guardctl guardian create UntrustedGuardian
+  guardctl guardian create host-b --key-size 3072 --valid-years 5`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName(name); err != nil {
+				return err
+			}
+			if host == "" {
+				host, _ = os.Hostname()
+			}
+			st := a.store()
+			// Fail before spending seconds on key generation.
+			if _, err := st.Get(name); err == nil {
+				return withHint(fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Dir()), exitExists,
+					"choose another name, or remove the guardian first ('guardctl guardian remove "+name+"')")
+			}
+			g, err := guardian.Generate(guardian.GenerateOptions{Name: name, Host: host, KeySize: keySize, ValidYears: validYears})
+			if err != nil {
+				return err
+			}
+			if _, err := st.Add(g, certstore.OriginGenerated, false); err != nil {
+				return err
+			}
+			e, err := st.Get(name)
+			if err != nil {
+				return err
+			}
+			a.note("guardctl: created guardian %q in %s", name, st.Dir())
+			return a.showGuardian(e)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&keySize, "key-size", 2048, "RSA key size: 2048, 3072 or 4096")
+	f.IntVar(&validYears, "valid-years", 10, "years the certificates are valid")
+	f.StringVar(&host, "host", "", "host name in the certificate subjects (default: this host's name)")
+	cmd.RegisterFlagCompletionFunc("key-size", cobra.FixedCompletions([]string{"2048", "3072", "4096"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/spf13/cobra"
+)
+
+// exportedFile is one file in the JSON output of guardian export.
+type exportedFile struct {
+	Path       string `json:"path"`
+	Role       string `json:"role"` // signing, encryption or public
+	Thumbprint string `json:"thumbprint,omitempty"`
+	Backup     string `json:"backup,omitempty"`
+}
+
+// exportResult is the JSON output of guardian export.
+type exportResult struct {
+	Name       string         `json:"name"`
+	Encryption string         `json:"encryption,omitempty"` // the PFX encryption profile
+	Files      []exportedFile `json:"files"`
+}
+
+func newGuardianExportCmd(a *app) *cobra.Command {
+	var dir string
+	var legacy, force, public bool
+	var pw passwordSource
+	cmd := &cobra.Command{
+		Use:   "export NAME",
+		Short: "Export a guardian as a PFX pair, or its public guardian file",
+		Long: `Export a guardian with its private keys as DIR/NAME-signing.pfx and
+DIR/NAME-encryption.pfx (mode 0600), both under one password: the pair that
+New-HgsGuardian -SigningCertificate … -EncryptionCertificate … imports on
+Windows, and 'guardctl guardian import' imports anywhere. Do this before you
+reinstall a host.
+
+The PFX files use AES-256-CBC with PBKDF2 and an HMAC-SHA256 MAC; --legacy uses
+3DES and SHA-1 instead, for Windows Server 2016 and Windows 10 before 1709. Each
+file is decoded again before it is left in place.
+
+With --public, write DIR/NAME.guardian.xml instead: the two certificates without
+private keys, the encryption certificate signed by the signing key. Another host
+imports it with 'guardctl guardian import NAME --public FILE' to grant this
+guardian access to key protectors.
+
+Existing files are not overwritten without --force; with it, the old file is
+kept as a .bak backup.`,
+		Example: `  guardctl guardian export UntrustedGuardian --dir /media/usb --password-file pw.txt
+  guardctl guardian export UntrustedGuardian --legacy --dir . < /dev/tty
+  guardctl guardian export host-b --public --dir /srv/share`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeGuardianNames(a),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName(name); err != nil {
+				return err
+			}
+			if public && (legacy || flagSet(cmd.Flags(), "password-file")) {
+				return usageError("--public writes no private keys, so it takes neither --legacy nor --password-file")
+			}
+			e, err := a.store().Get(name)
+			if err != nil {
+				return err
+			}
+			if e.Broken() {
+				return withHint(fmt.Errorf("guardian %q is broken: %s", name, e.Problem), exitFailure,
+					"'guardctl store check' shows what is wrong; restore the guardian from a backup")
+			}
+			if !e.Meta.HasPrivateKeys {
+				return withHint(fmt.Errorf("guardian %q has no private keys in this store", name), exitFailure,
+					"export it on the host that holds its private keys")
+			}
+			if err := atomicfile.MkdirAll(dir); err != nil {
+				return err
+			}
+			if public {
+				return a.exportPublic(e.Guardian, dir, force)
+			}
+			return a.exportPFX(e, dir, legacy, force, &pw)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", ".", "directory to write the files to")
+	f.BoolVar(&legacy, "legacy", false, "3DES/SHA-1 PFX encryption for Windows Server 2016 and Windows 10 before 1709")
+	f.BoolVar(&force, "force", false, "overwrite existing files, keeping a .bak backup of each")
+	f.BoolVar(&public, "public", false, "write the public guardian file NAME.guardian.xml instead of the PFX pair")
+	f.StringVar(&pw.file, "password-file", "", "read the PFX password from FILE (- for standard input)")
+	cmd.MarkFlagDirname("dir")
+	return cmd
+}
+
+// pfxNames are the file names the Windows export and import scripts use.
+func pfxNames(dir, name string) (signing, encryption string) {
+	return filepath.Join(dir, name+"-signing.pfx"), filepath.Join(dir, name+"-encryption.pfx")
+}
+
+func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *passwordSource) error {
+	g := e.Guardian
+	sigPath, encPath := pfxNames(dir, g.Name)
+	// Refuse before asking for a password, and before writing either file.
+	if !force {
+		for _, p := range []string{sigPath, encPath} {
+			if _, err := os.Lstat(p); err == nil {
+				return fmt.Errorf("%s: %w", p, atomicfile.ErrExists)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	password, err := pw.read(a, fmt.Sprintf("Password for %s-signing.pfx and %s-encryption.pfx", g.Name, g.Name), true)
+	if err != nil {
+		return err
+	}
+	if password == "" {
+		return usageError("the PFX password is empty; private keys are never exported without one")
+	}
+	sigPFX, err := guardian.EncodePFX(g.SigningKey, g.Signing, password, legacy)
+	if err != nil {
+		return err
+	}
+	encPFX, err := guardian.EncodePFX(g.EncryptionKey, g.Encryption, password, legacy)
+	if err != nil {
+		return err
+	}
+	res := exportResult{Name: g.Name, Encryption: "AES-256-CBC/PBKDF2-SHA256, MAC HMAC-SHA256"}
+	if legacy {
+		res.Encryption = "3DES/SHA-1 (legacy), MAC HMAC-SHA1"
+	}
+	for _, f := range []struct {
+		path, role string
+		data       []byte
+		thumb      string
+	}{{sigPath, "signing", sigPFX, guardian.Thumbprint(g.Signing)}, {encPath, "encryption", encPFX, guardian.Thumbprint(g.Encryption)}} {
+		backup, err := atomicfile.WriteFile(f.path, f.data, 0o600, atomicfile.Options{Overwrite: force, Backup: true})
+		if err != nil {
+			return err
+		}
+		res.Files = append(res.Files, exportedFile{Path: f.path, Role: f.role, Thumbprint: f.thumb, Backup: backup})
+	}
+	return a.reportExport(res)
+}
+
+func (a *app) exportPublic(g *guardian.Guardian, dir string, force bool) error {
+	data, err := g.MarshalPublic()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, g.Name+".guardian.xml")
+	backup, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: force, Backup: true})
+	if err != nil {
+		return err
+	}
+	return a.reportExport(exportResult{Name: g.Name, Files: []exportedFile{{Path: path, Role: "public", Backup: backup}}})
+}
+
+func (a *app) reportExport(res exportResult) error {
+	if a.output == "json" {
+		return writeJSON(a.stdout, res)
+	}
+	for _, f := range res.Files {
+		fmt.Fprintln(a.stdout, f.Path)
+		if f.Backup != "" {
+			a.note("guardctl: kept the previous %s as %s", f.Path, f.Backup)
+		}
+	}
+	return nil
+}

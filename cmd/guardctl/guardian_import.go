@@ -1,0 +1,198 @@
+package main
+
+import (
+	"crypto/x509"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/spf13/cobra"
+)
+
+func newGuardianImportCmd(a *app) *cobra.Command {
+	var signingFile, encryptionFile, dir, publicFile string
+	var allowExpired, allowUntrusted, force bool
+	var pw passwordSource
+	cmd := &cobra.Command{
+		Use:   "import NAME (--signing FILE --encryption FILE | --dir DIR | --public FILE)",
+		Short: "Import a guardian from a PFX pair or a public guardian file",
+		Long: `Import a guardian with its private keys from a PFX pair (the files 'guardctl
+guardian export' or the Windows export scripts write, or any PKCS#12 files, DER
+or BER, modern or legacy encryption), or a public-only guardian from the file
+'guardctl guardian export --public' writes.
+
+With --dir, the pair is DIR/NAME-signing.pfx and DIR/NAME-encryption.pfx. Both
+files are opened with one password. In each, the certificate that matches the
+private key is used, whatever the order of the chain.
+
+As New-HgsGuardian does, an expired certificate is refused without
+--allow-expired, and a certificate issued by a CA that does not chain to a root
+this system trusts is refused without --allow-untrusted-root. Self-signed
+certificates (every guardian Hyper-V or guardctl generates) are accepted when
+their self-signature verifies. Keys must be RSA of at least 2048 bits.
+
+An existing guardian of the same name is replaced only with --force, and then
+kept in the trash.`,
+		Example: `  guardctl guardian import UntrustedGuardian --dir /media/usb --password-file pw.txt
+  guardctl guardian import old-host --signing a.pfx --encryption b.pfx --allow-expired
+  guardctl guardian import host-b --public host-b.guardian.xml`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName(name); err != nil {
+				return err
+			}
+			fs := cmd.Flags()
+			pair := flagSet(fs, "signing") || flagSet(fs, "encryption")
+			modes := 0
+			for _, m := range []bool{pair, dir != "", publicFile != ""} {
+				if m {
+					modes++
+				}
+			}
+			switch {
+			case modes != 1:
+				return usageError("give exactly one of --signing/--encryption, --dir or --public")
+			case pair && (signingFile == "" || encryptionFile == ""):
+				return usageError("--signing and --encryption go together")
+			case publicFile != "" && flagSet(fs, "password-file"):
+				return usageError("--public reads no private keys, so it takes no --password-file")
+			}
+			policy := guardian.Policy{Now: time.Now(), AllowExpired: allowExpired, AllowUntrustedRoot: allowUntrusted}
+			st := a.store()
+			if !force {
+				if _, err := st.Get(name); err == nil {
+					return fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Dir())
+				}
+			}
+			var g *guardian.Guardian
+			var origin certstore.Origin
+			var err error
+			if publicFile != "" {
+				g, err = readPublicGuardian(publicFile, name, policy)
+				origin = certstore.OriginPublic
+			} else {
+				if dir != "" {
+					signingFile, encryptionFile = pfxNames(dir, name)
+				}
+				g, err = a.readPFXPair(name, signingFile, encryptionFile, policy, &pw)
+				origin = certstore.OriginPFX
+			}
+			if err != nil {
+				return err
+			}
+			replaced, err := st.Add(g, origin, force)
+			if err != nil {
+				return err
+			}
+			if replaced != "" {
+				a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
+			}
+			e, err := st.Get(name)
+			if err != nil {
+				return err
+			}
+			a.note("guardctl: imported guardian %q into %s", name, st.Dir())
+			return a.showGuardian(e)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&signingFile, "signing", "", "PFX file with the signing certificate and its private key")
+	f.StringVar(&encryptionFile, "encryption", "", "PFX file with the encryption certificate and its private key")
+	f.StringVar(&dir, "dir", "", "read DIR/NAME-signing.pfx and DIR/NAME-encryption.pfx")
+	f.StringVar(&publicFile, "public", "", "import a public-only guardian from a NAME.guardian.xml file")
+	f.BoolVar(&allowExpired, "allow-expired", false, "accept expired (or not yet valid) certificates")
+	f.BoolVar(&allowUntrusted, "allow-untrusted-root", false, "accept certificates that do not chain to a trusted root")
+	f.BoolVar(&force, "force", false, "replace an existing guardian of the same name (it goes to the trash)")
+	f.StringVar(&pw.file, "password-file", "", "read the PFX password from FILE (- for standard input)")
+	cmd.MarkFlagFilename("signing", "pfx", "p12")
+	cmd.MarkFlagFilename("encryption", "pfx", "p12")
+	cmd.MarkFlagFilename("public", "xml")
+	cmd.MarkFlagDirname("dir")
+	return cmd
+}
+
+// readInput reads a file given on the command line, bounded.
+func readInput(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &cliError{code: exitNotFound, msg: err.Error()}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, &guardian.Error{Kind: guardian.KindInvalid, Msg: fmt.Sprintf("%s is larger than %d bytes", path, limit)}
+	}
+	return data, nil
+}
+
+// inFile prefixes a guardian.Error with the file it is about, keeping its kind.
+func inFile(path string, err error) error {
+	if ge, ok := err.(*guardian.Error); ok {
+		return &guardian.Error{Kind: ge.Kind, Msg: path + ": " + ge.Msg}
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+func (a *app) readPFXPair(name, signingFile, encryptionFile string, policy guardian.Policy, pw *passwordSource) (*guardian.Guardian, error) {
+	sigData, err := readInput(signingFile, guardian.MaxPFXSize)
+	if err != nil {
+		return nil, err
+	}
+	encData, err := readInput(encryptionFile, guardian.MaxPFXSize)
+	if err != nil {
+		return nil, err
+	}
+	password, err := pw.read(a, fmt.Sprintf("Password for %s", signingFile), false)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := guardian.DecodePFX(sigData, password)
+	if err != nil {
+		return nil, inFile(signingFile, err)
+	}
+	enc, err := guardian.DecodePFX(encData, password)
+	if err != nil {
+		return nil, inFile(encryptionFile, err)
+	}
+	if swapped(sig.Cert, enc.Cert) {
+		return nil, &guardian.Error{Kind: guardian.KindMismatch, Msg: fmt.Sprintf("%s holds an encryption certificate and %s a signing certificate; swap --signing and --encryption", signingFile, encryptionFile)}
+	}
+	g := &guardian.Guardian{Name: name, Signing: sig.Cert, SigningKey: sig.Key, Encryption: enc.Cert, EncryptionKey: enc.Key}
+	policy.Intermediates = append(append([]*x509.Certificate{}, sig.Chain...), enc.Chain...)
+	if err := g.Validate(policy); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// swapped reports whether the key usages say the two files were given the
+// wrong way round.
+func swapped(sig, enc *x509.Certificate) bool {
+	encUsage := x509.KeyUsageKeyEncipherment | x509.KeyUsageDataEncipherment
+	return sig.KeyUsage != 0 && enc.KeyUsage != 0 &&
+		sig.KeyUsage&x509.KeyUsageDigitalSignature == 0 && sig.KeyUsage&encUsage != 0 &&
+		enc.KeyUsage&encUsage == 0 && enc.KeyUsage&x509.KeyUsageDigitalSignature != 0
+}
+
+func readPublicGuardian(path, name string, policy guardian.Policy) (*guardian.Guardian, error) {
+	data, err := readInput(path, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	g, err := guardian.ParsePublic(data)
+	if err != nil {
+		return nil, inFile(path, err)
+	}
+	g.Name = name
+	if err := g.Validate(policy); err != nil {
+		return nil, inFile(path, err)
+	}
+	return g, nil
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// removedView is the JSON form of a guardian in the trash.
+type removedView struct {
+	Name      string    `json:"name"`
+	ID        string    `json:"id"`
+	RemovedAt time.Time `json:"removedAt"`
+}
+
+func newGuardianListCmd(a *app) *cobra.Command {
+	var removed bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the guardians in the store",
+		Long: `List the guardians in the store, one row each: name, whether it holds private
+keys, the signing and encryption thumbprints (SHA-1, as Windows shows them),
+expiry and status (ok, expiring within 60 days, expired, or broken with the
+reason). A broken entry is listed, not fatal: 'guardctl guardian remove' or
+'guardctl store check --repair' deals with it.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if removed {
+				return a.listRemoved()
+			}
+			entries, err := a.store().List()
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			views := make([]guardianView, 0, len(entries))
+			for _, e := range entries {
+				views = append(views, newGuardianView(e, now))
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, views)
+			}
+			if len(views) == 0 {
+				a.note("guardctl: no guardians in %s", a.storeDir)
+				return nil
+			}
+			rows := make([][]string, 0, len(views))
+			for _, v := range views {
+				sig, enc := "-", "-"
+				if v.Signing != nil {
+					sig = v.Signing.Thumbprint
+				}
+				if v.Encryption != nil {
+					enc = v.Encryption.Thumbprint
+				}
+				rows = append(rows, []string{v.Name, v.keysText(), sig, enc, dateText(v.NotAfter), v.statusText()})
+			}
+			return writeTable(a.stdout, []string{"NAME", "KEYS", "SIGNING THUMBPRINT", "ENCRYPTION THUMBPRINT", "EXPIRES", "STATUS"}, rows)
+		},
+	}
+	cmd.Flags().BoolVar(&removed, "removed", false, "list the guardians in the trash instead (see 'guardian restore')")
+	return cmd
+}
+
+func (a *app) listRemoved() error {
+	removed, err := a.store().Trash()
+	if err != nil {
+		return err
+	}
+	views := make([]removedView, 0, len(removed))
+	for _, r := range removed {
+		views = append(views, removedView{Name: r.Name, ID: r.ID, RemovedAt: r.RemovedAt})
+	}
+	if a.output == "json" {
+		return writeJSON(a.stdout, views)
+	}
+	if len(views) == 0 {
+		a.note("guardctl: the trash of %s is empty", a.storeDir)
+		return nil
+	}
+	rows := make([][]string, 0, len(views))
+	for _, v := range views {
+		rows = append(rows, []string{v.Name, v.RemovedAt.Format(time.RFC3339), v.ID})
+	}
+	return writeTable(a.stdout, []string{"NAME", "REMOVED", "ID"}, rows)
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+// removeResult is the JSON output of guardian remove.
+type removeResult struct {
+	Name    string `json:"name"`
+	Purged  bool   `json:"purged"`
+	TrashID string `json:"trashId,omitempty"`
+}
+
+func newGuardianRemoveCmd(a *app) *cobra.Command {
+	var purge bool
+	cmd := &cobra.Command{
+		Use:     "remove NAME",
+		Aliases: []string{"rm"},
+		Short:   "Remove a guardian (recoverably, unless --purge)",
+		Long: `Remove a guardian from the store, broken or not. It moves to the store's trash,
+and 'guardctl guardian restore NAME' brings it back. With --purge it is deleted,
+private keys included, and cannot be brought back.
+
+VMs whose key protectors name only this guardian cannot start on this host
+without it. guardctl asks first; --yes confirms without asking.`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeGuardianNames(a),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName(name); err != nil {
+				return err
+			}
+			st := a.store()
+			e, err := st.Get(name)
+			if err != nil {
+				return err
+			}
+			what := "public-only guardian"
+			if e.Meta.HasPrivateKeys {
+				what = "guardian and its private keys"
+			}
+			question := fmt.Sprintf("Move %s %q to the trash?", what, name)
+			if purge {
+				question = fmt.Sprintf("Permanently delete %s %q? This cannot be undone.", what, name)
+			}
+			if err := a.confirm(question, fmt.Sprintf("refusing to remove guardian %q", name)); err != nil {
+				return err
+			}
+			id, err := st.Remove(name, purge)
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, removeResult{Name: name, Purged: purge, TrashID: id})
+			}
+			if purge {
+				a.note("guardctl: deleted guardian %q", name)
+			} else {
+				a.note("guardctl: moved guardian %q to the trash; 'guardctl guardian restore %s' brings it back", name, name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&purge, "purge", false, "delete the guardian instead of moving it to the trash")
+	return cmd
+}

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/spf13/cobra"
+)
+
+func newGuardianRestoreCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "restore NAME",
+		Short: "Bring back a removed guardian from the trash",
+		Long: `Bring back the most recently removed guardian called NAME from the store's
+trash. 'guardctl guardian list --removed' shows what the trash holds.`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeRemovedNames(a),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validName(args[0]); err != nil {
+				return err
+			}
+			e, err := a.store().Restore(args[0])
+			if errors.Is(err, certstore.ErrExists) {
+				return withHint(err, exitExists, "remove the guardian that has the name now ('guardctl guardian remove "+args[0]+"'), then restore")
+			}
+			if err != nil {
+				return err
+			}
+			a.note("guardctl: restored guardian %q", args[0])
+			return a.showGuardian(e)
+		},
+	}
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+)
+
+// expiringWithin is when a guardian's status turns from ok to expiring.
+const expiringWithin = 60 * 24 * time.Hour
+
+// certView is the JSON form of a certificate (docs/json.md).
+type certView struct {
+	Subject            string    `json:"subject"`
+	Issuer             string    `json:"issuer"`
+	Thumbprint         string    `json:"thumbprint"`
+	SerialNumber       string    `json:"serialNumber"`
+	NotBefore          time.Time `json:"notBefore"`
+	NotAfter           time.Time `json:"notAfter"`
+	KeyAlgorithm       string    `json:"keyAlgorithm"`
+	KeySize            int       `json:"keySize"`
+	SignatureAlgorithm string    `json:"signatureAlgorithm"`
+	SelfSigned         bool      `json:"selfSigned"`
+	HasPrivateKey      bool      `json:"hasPrivateKey"`
+}
+
+// guardianView is the JSON form of a guardian (docs/json.md).
+type guardianView struct {
+	Name           string     `json:"name"`
+	HasPrivateKeys bool       `json:"hasPrivateKeys"`
+	Status         string     `json:"status"` // ok, expiring, expired, broken
+	Problem        string     `json:"problem,omitempty"`
+	Origin         string     `json:"origin,omitempty"`
+	AddedAt        *time.Time `json:"addedAt,omitempty"`
+	NotAfter       *time.Time `json:"notAfter,omitempty"`
+	Signing        *certView  `json:"signing"`
+	Encryption     *certView  `json:"encryption"`
+}
+
+func newCertView(c *x509.Certificate, hasKey bool) *certView {
+	if c == nil {
+		return nil
+	}
+	v := &certView{
+		Subject:            c.Subject.String(),
+		Issuer:             c.Issuer.String(),
+		Thumbprint:         guardian.Thumbprint(c),
+		SerialNumber:       strings.ToUpper(c.SerialNumber.Text(16)),
+		NotBefore:          c.NotBefore.UTC(),
+		NotAfter:           c.NotAfter.UTC(),
+		KeyAlgorithm:       c.PublicKeyAlgorithm.String(),
+		SignatureAlgorithm: c.SignatureAlgorithm.String(),
+		SelfSigned:         guardian.SelfSigned(c),
+		HasPrivateKey:      hasKey,
+	}
+	if k, ok := c.PublicKey.(*rsa.PublicKey); ok {
+		v.KeySize = k.N.BitLen()
+	}
+	return v
+}
+
+func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
+	g := e.Guardian
+	v := guardianView{
+		Name:           e.Name,
+		HasPrivateKeys: e.Meta.HasPrivateKeys,
+		Origin:         string(e.Meta.Origin),
+		Signing:        newCertView(g.Signing, g.SigningKey != nil),
+		Encryption:     newCertView(g.Encryption, g.EncryptionKey != nil),
+	}
+	if !e.Meta.AddedAt.IsZero() {
+		t := e.Meta.AddedAt
+		v.AddedAt = &t
+	}
+	if g.Signing != nil && g.Encryption != nil {
+		t := g.NotAfter().UTC()
+		v.NotAfter = &t
+	}
+	switch {
+	case e.Broken():
+		v.Status, v.Problem = "broken", e.Problem
+	case now.After(*v.NotAfter):
+		v.Status = "expired"
+	case now.Add(expiringWithin).After(*v.NotAfter):
+		v.Status = "expiring"
+	default:
+		v.Status = "ok"
+	}
+	return v
+}
+
+func (v guardianView) statusText() string {
+	if v.Status == "broken" {
+		return "broken: " + v.Problem
+	}
+	return v.Status
+}
+
+func (v guardianView) keysText() string {
+	if v.HasPrivateKeys {
+		return "private"
+	}
+	return "public only"
+}
+
+// writeJSON writes v indented, the only thing on standard output.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeTable writes a borderless table for people.
+func writeTable(w io.Writer, header []string, rows [][]string) error {
+	t := tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
+			Borders:  tw.BorderNone,
+			Symbols:  tw.NewSymbols(tw.StyleNone),
+			Settings: tw.Settings{Separators: tw.SeparatorsNone, Lines: tw.LinesNone},
+		})),
+		tablewriter.WithHeaderAutoFormat(tw.Off),
+		tablewriter.WithHeaderAlignment(tw.AlignLeft),
+		tablewriter.WithRowAlignment(tw.AlignLeft),
+		tablewriter.WithRowAutoWrap(tw.WrapNone),
+		tablewriter.WithPadding(tw.Padding{Left: "", Right: "  ", Overwrite: true}),
+	)
+	t.Header(header)
+	if err := t.Bulk(rows); err != nil {
+		return err
+	}
+	return t.Render()
+}
+
+// writeDetails writes "key: value" lines for one object.
+func writeDetails(w io.Writer, pairs [][2]string) error {
+	width := 0
+	for _, p := range pairs {
+		width = max(width, len(p[0]))
+	}
+	for _, p := range pairs {
+		if _, err := fmt.Fprintf(w, "%-*s  %s\n", width+1, p[0]+":", p[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dateText(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.DateOnly)
+}
+
+// showGuardian writes one guardian in the chosen format.
+func (a *app) showGuardian(e *certstore.Entry) error {
+	v := newGuardianView(e, time.Now())
+	if a.output == "json" {
+		return writeJSON(a.stdout, v)
+	}
+	pairs := [][2]string{
+		{"Name", v.Name},
+		{"Keys", v.keysText()},
+		{"Status", v.statusText()},
+	}
+	if v.Origin != "" {
+		pairs = append(pairs, [2]string{"Origin", v.Origin})
+	}
+	for _, c := range []struct {
+		role string
+		v    *certView
+	}{{"Signing", v.Signing}, {"Encryption", v.Encryption}} {
+		if c.v == nil {
+			pairs = append(pairs, [2]string{c.role + " certificate", "unreadable"})
+			continue
+		}
+		pairs = append(pairs,
+			[2]string{c.role + " subject", c.v.Subject},
+			[2]string{c.role + " thumbprint", c.v.Thumbprint},
+			[2]string{c.role + " key", fmt.Sprintf("%s %d bits, private key %s", c.v.KeyAlgorithm, c.v.KeySize, yesNo(c.v.HasPrivateKey))},
+			[2]string{c.role + " valid", c.v.NotBefore.Format(time.DateOnly) + " to " + c.v.NotAfter.Format(time.DateOnly)},
+		)
+	}
+	return writeDetails(a.stdout, pairs)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// note writes a message for people to standard error (never in JSON mode,
+// where the JSON on standard output says it all).
+func (a *app) note(format string, args ...any) {
+	if a.output == "json" {
+		return
+	}
+	fmt.Fprintf(a.stderr, format+"\n", args...)
+}

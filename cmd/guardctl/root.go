@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+)
+
+// app is the state every command shares: global flags and the streams.
+type app struct {
+	storeDir string
+	output   string
+	noInput  bool
+	yes      bool
+
+	stdin  *os.File
+	stdout io.Writer
+	stderr *os.File
+}
+
+func run(args []string) int {
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		return printError(a.stderr, err)
+	}
+	return exitOK
+}
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "guardctl",
+		Short: "Keep VMs with a virtual TPM alive across host reinstalls and migrations",
+		Long: `guardctl manages guardians (the signing and encryption certificate pairs that
+Hyper-V key protectors are wrapped for), key protectors, and software vTPM state,
+so that a VM with a virtual TPM starts on a new or reinstalled host.`,
+		Version:       version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.output != "table" && a.output != "json" {
+				return usageError("invalid --output %q (want table or json)", a.output)
+			}
+			if a.storeDir == "" {
+				a.storeDir = defaultStoreDir()
+			}
+			return nil
+		},
+	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &cliError{code: exitUsage, msg: err.Error(), hint: fmt.Sprintf("see '%s --help'", cmd.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.storeDir, "store", os.Getenv("GUARDCTL_STORE"), "guardian store directory (env GUARDCTL_STORE)")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.BoolVar(&a.noInput, "no-input", false, "never prompt (implied when standard input is not a terminal)")
+	pf.BoolVarP(&a.yes, "yes", "y", false, "assume yes for confirmations")
+	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	root.MarkPersistentFlagDirname("store")
+
+	root.AddCommand(newGuardianCmd(a), newStoreCmd(a))
+	return root
+}
+
+// defaultStoreDir follows DESIGN §2: /var/lib/guardctl for root on Linux,
+// %ProgramData%\guardctl on Windows, the per-user data directory otherwise.
+func defaultStoreDir() string {
+	switch runtime.GOOS {
+	case "windows":
+		if pd := os.Getenv("ProgramData"); pd != "" {
+			return filepath.Join(pd, "guardctl")
+		}
+	case "linux":
+		if os.Geteuid() == 0 {
+			return "/var/lib/guardctl"
+		}
+		if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+			return filepath.Join(x, "guardctl")
+		}
+		if h, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(h, ".local", "share", "guardctl")
+		}
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "guardctl")
+	}
+	return "guardctl-store"
+}
+
+func (a *app) store() *certstore.Store { return certstore.New(a.storeDir) }
+
+// interactive reports whether guardctl may prompt: a person at a terminal
+// on both standard input and standard error, and no --no-input.
+func (a *app) interactive() bool {
+	return !a.noInput && term.IsTerminal(int(a.stdin.Fd())) && term.IsTerminal(int(a.stderr.Fd()))
+}
+
+// exactArgs is cobra.ExactArgs with a usage exit code and the argument's name.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < len(names) {
+			return &cliError{code: exitUsage, msg: fmt.Sprintf("missing %s", names[len(args)]), hint: fmt.Sprintf("usage: %s", cmd.UseLine())}
+		}
+		if len(args) > len(names) {
+			return &cliError{code: exitUsage, msg: fmt.Sprintf("unexpected argument %q", args[len(names)]), hint: fmt.Sprintf("usage: %s", cmd.UseLine())}
+		}
+		return nil
+	}
+}
+
+// flagSet reports whether a flag was given on the command line.
+func flagSet(fs *pflag.FlagSet, name string) bool {
+	f := fs.Lookup(name)
+	return f != nil && f.Changed
+}

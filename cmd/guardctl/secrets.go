@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/AlecAivazis/survey/v2"
+)
+
+// maxPasswordFile bounds what is read as a password.
+const maxPasswordFile = 64 << 10
+
+// passwordSource is the --password-file flag of a command.
+type passwordSource struct {
+	file string
+}
+
+// read returns the password from --password-file (- is standard input),
+// else GUARDCTL_PASSWORD, else a prompt when a person is at a terminal
+// (entered twice when confirm is set, because it protects something new).
+func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, error) {
+	if p.file != "" {
+		var r io.Reader
+		if p.file == "-" {
+			r = a.stdin
+		} else {
+			f, err := os.Open(p.file)
+			if err != nil {
+				return "", &cliError{code: exitUsage, msg: fmt.Sprintf("reading the password file: %v", err)}
+			}
+			defer f.Close()
+			r = f
+		}
+		b, err := io.ReadAll(io.LimitReader(r, maxPasswordFile+1))
+		if err != nil {
+			return "", fmt.Errorf("reading the password: %w", err)
+		}
+		if len(b) > maxPasswordFile {
+			return "", usageError("the password file is larger than %d bytes", maxPasswordFile)
+		}
+		// One trailing newline is the file's, not the password's.
+		b = bytes.TrimSuffix(b, []byte("\n"))
+		b = bytes.TrimSuffix(b, []byte("\r"))
+		return string(b), nil
+	}
+	if pw, ok := os.LookupEnv("GUARDCTL_PASSWORD"); ok {
+		return pw, nil
+	}
+	if !a.interactive() {
+		return "", &cliError{code: exitUsage, msg: "a password is needed and there is no terminal to ask for it",
+			hint: "pass --password-file FILE (- reads standard input) or set GUARDCTL_PASSWORD"}
+	}
+	var pw string
+	if err := survey.AskOne(&survey.Password{Message: prompt + ":"}, &pw, a.surveyStdio()); err != nil {
+		return "", err
+	}
+	if confirm {
+		var again string
+		if err := survey.AskOne(&survey.Password{Message: "Enter it again:"}, &again, a.surveyStdio()); err != nil {
+			return "", err
+		}
+		if again != pw {
+			return "", usageError("the two passwords differ; nothing was written")
+		}
+	}
+	return pw, nil
+}
+
+// surveyStdio keeps prompts off standard output, which holds only the
+// requested output.
+func (a *app) surveyStdio() survey.AskOpt {
+	return survey.WithStdio(a.stdin, a.stderr, a.stderr)
+}
+
+// confirm asks a yes/no question, defaulting to no. --yes answers yes;
+// without a person at a terminal (or with --no-input) it refuses.
+func (a *app) confirm(question, refusal string) error {
+	if a.yes {
+		return nil
+	}
+	if !a.interactive() {
+		return &cliError{code: exitUsage, msg: refusal + " without confirmation", hint: "pass --yes to confirm"}
+	}
+	ok := false
+	if err := survey.AskOne(&survey.Confirm{Message: question, Default: false}, &ok, a.surveyStdio()); err != nil {
+		return err
+	}
+	if !ok {
+		return &cliError{code: exitFailure, msg: "cancelled; nothing was changed"}
+	}
+	return nil
+}

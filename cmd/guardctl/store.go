@@ -1,0 +1,76 @@
+package main
+
+import (
+	"github.com/guardctl/guardctl/certstore"
+	"github.com/spf13/cobra"
+)
+
+func newStoreCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "store",
+		Short: "Check and repair the guardian store",
+	}
+	cmd.AddCommand(newStoreCheckCmd(a))
+	return cmd
+}
+
+// checkResult is the JSON output of store check.
+type checkResult struct {
+	Store    string              `json:"store"`
+	Clean    bool                `json:"clean"`
+	Repaired bool                `json:"repaired"`
+	Findings []certstore.Finding `json:"findings"`
+}
+
+func newStoreCheckCmd(a *app) *cobra.Command {
+	var repair bool
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Find broken guardians and leftovers of interrupted writes",
+		Long: `Check every entry of the store: guardians whose files are missing, damaged or
+do not match (a key deleted by hand, a corrupted certificate), leftovers of a
+write that was interrupted, files that are not part of a store, and keys or
+directories other users can read.
+
+With --repair, broken entries and leftovers are moved to the store's
+lost+found directory (nothing is deleted) and permissions are tightened.
+
+Exits 0 when the store is clean (or was repaired), 6 when problems remain.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			findings, err := a.store().Check(repair)
+			if err != nil {
+				return err
+			}
+			res := checkResult{Store: a.storeDir, Clean: len(findings) == 0, Repaired: repair && len(findings) > 0, Findings: findings}
+			if res.Findings == nil {
+				res.Findings = []certstore.Finding{}
+			}
+			if a.output == "json" {
+				if err := writeJSON(a.stdout, res); err != nil {
+					return err
+				}
+			} else if len(findings) == 0 {
+				a.note("guardctl: store %s is clean", a.storeDir)
+			} else {
+				rows := make([][]string, 0, len(findings))
+				for _, f := range findings {
+					action := f.Action
+					if action == "" {
+						action = "-"
+					}
+					rows = append(rows, []string{string(f.Kind), f.Path, f.Detail, action})
+				}
+				if err := writeTable(a.stdout, []string{"KIND", "PATH", "PROBLEM", "ACTION"}, rows); err != nil {
+					return err
+				}
+			}
+			if len(findings) > 0 && !repair {
+				return &cliError{code: exitStoreProblem, msg: "the store has problems", hint: "'guardctl store check --repair' moves them aside without deleting anything"}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&repair, "repair", false, "move broken entries and leftovers to lost+found and fix permissions")
+	return cmd
+}

@@ -1,0 +1,107 @@
+// Package guardian holds the Guardian type: a signing and an encryption
+// certificate, with their RSA private keys when the guardian can unwrap
+// (an "identity"), or without them when it can only be granted access (a
+// "recipient"). It generates guardians shaped like Hyper-V's, reads and
+// writes the PFX pair Hyper-V users move between hosts, and the public
+// guardian file another host grants access to.
+package guardian
+
+import (
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Guardian is a named pair of certificates with optional private keys.
+type Guardian struct {
+	Name          string
+	Signing       *x509.Certificate
+	Encryption    *x509.Certificate
+	SigningKey    *rsa.PrivateKey // nil for a public-only guardian
+	EncryptionKey *rsa.PrivateKey // nil for a public-only guardian
+}
+
+// HasPrivateKeys reports whether the guardian holds both private keys.
+func (g *Guardian) HasPrivateKeys() bool {
+	return g.SigningKey != nil && g.EncryptionKey != nil
+}
+
+// Public returns the guardian without its private keys.
+func (g *Guardian) Public() *Guardian {
+	return &Guardian{Name: g.Name, Signing: g.Signing, Encryption: g.Encryption}
+}
+
+// NotAfter is the earlier of the two certificates' expiry times.
+func (g *Guardian) NotAfter() time.Time {
+	if g.Encryption.NotAfter.Before(g.Signing.NotAfter) {
+		return g.Encryption.NotAfter
+	}
+	return g.Signing.NotAfter
+}
+
+// Thumbprint is the certificate's SHA-1 hash in upper-case hex, as Windows
+// shows it in certlm.msc and Get-HgsGuardian.
+func Thumbprint(c *x509.Certificate) string {
+	sum := sha1.Sum(c.Raw)
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
+
+// MaxNameLength bounds guardian names.
+const MaxNameLength = 128
+
+// ValidateName checks that name can be a guardian name and a file name on
+// every platform: letters, digits, space and ._-+@() only, not starting with
+// a dot or space, not ending with a dot or space (Windows drops those).
+func ValidateName(name string) error {
+	if name == "" {
+		return &Error{Kind: KindInvalid, Msg: "guardian name is empty"}
+	}
+	if len(name) > MaxNameLength {
+		return &Error{Kind: KindInvalid, Msg: fmt.Sprintf("guardian name is longer than %d bytes", MaxNameLength)}
+	}
+	for _, r := range name {
+		ok := r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(" ._-+@()", r))
+		if !ok {
+			return &Error{Kind: KindInvalid, Msg: fmt.Sprintf("guardian name %q contains %q; use letters, digits, space and . _ - + @ ( )", name, r)}
+		}
+	}
+	if name[0] == '.' || name[0] == ' ' || strings.HasSuffix(name, ".") || strings.HasSuffix(name, " ") {
+		return &Error{Kind: KindInvalid, Msg: fmt.Sprintf("guardian name %q may not start or end with a dot or space", name)}
+	}
+	return nil
+}
+
+// Kind classifies an Error so that callers can choose an exit code and a hint.
+type Kind int
+
+const (
+	// KindInvalid: the input is malformed, truncated or inconsistent.
+	KindInvalid Kind = iota + 1
+	// KindPassword: the password does not open the file.
+	KindPassword
+	// KindExpired: a certificate is outside its validity period.
+	KindExpired
+	// KindUntrusted: a certificate does not chain to a trusted root.
+	KindUntrusted
+	// KindUnsupported: an algorithm or key type guardctl does not handle.
+	KindUnsupported
+	// KindMismatch: keys and certificates do not belong together.
+	KindMismatch
+)
+
+// Error is every error this package returns about its input.
+type Error struct {
+	Kind Kind
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func errorf(k Kind, format string, args ...any) error {
+	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
+}

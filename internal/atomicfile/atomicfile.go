@@ -1,0 +1,141 @@
+// Package atomicfile writes files so that a crash leaves either the old
+// content or the new, never a mix: a temporary file in the same directory,
+// fsync, rename, fsync of the directory.
+package atomicfile
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// ErrExists is returned when the destination exists and overwriting was not asked for.
+var ErrExists = errors.New("file exists")
+
+// TempPrefix starts the name of every temporary file this package makes, so
+// that leftovers of a killed run can be recognised.
+const TempPrefix = ".guardctl-tmp-"
+
+// Options control WriteFile.
+type Options struct {
+	// Overwrite replaces an existing file. Without it WriteFile refuses with ErrExists.
+	Overwrite bool
+	// Backup, with Overwrite, keeps the previous file as PATH.TIMESTAMP.bak.
+	Backup bool
+}
+
+// WriteFile writes data to path with the exact mode perm (the umask does not
+// apply). It refuses to write through a symbolic link.
+func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup string, err error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return "", fmt.Errorf("%s is a symbolic link; refusing to write through it", path)
+		}
+		if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("%s exists and is not a regular file", path)
+		}
+		if !opt.Overwrite {
+			return "", fmt.Errorf("%s: %w", path, ErrExists)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, TempPrefix+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", err
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmpName)
+		}
+	}()
+	if err = tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if _, err = tmp.Write(data); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err = tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err = tmp.Close(); err != nil {
+		return "", err
+	}
+	if opt.Overwrite {
+		if _, statErr := os.Lstat(path); statErr == nil && opt.Backup {
+			backup = BackupName(path, time.Now())
+			// A hard link keeps the old file under the backup name while the
+			// rename below replaces the original atomically.
+			if err = os.Link(path, backup); err != nil {
+				return "", fmt.Errorf("keeping a backup of %s: %w", path, err)
+			}
+		}
+		err = os.Rename(tmpName, path)
+	} else {
+		// Link fails if path appeared meanwhile, so a concurrent writer is
+		// never overwritten.
+		if err = os.Link(tmpName, path); err == nil {
+			os.Remove(tmpName)
+		} else if errors.Is(err, fs.ErrExist) {
+			err = fmt.Errorf("%s: %w", path, ErrExists)
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	return backup, SyncDir(dir)
+}
+
+// BackupName is the name a backup of path taken at t gets.
+func BackupName(path string, t time.Time) string {
+	var b [3]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%s.%s-%s.bak", path, t.UTC().Format("20060102T150405Z"), hex.EncodeToString(b[:]))
+}
+
+// SyncDir makes a rename or creation in dir durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	// Windows cannot sync a directory; there the rename is as durable as
+	// the platform makes it.
+	if err := d.Sync(); err != nil && runtime.GOOS != "windows" {
+		return err
+	}
+	return nil
+}
+
+// MkdirAll creates dir and its missing parents with mode 0700 whatever the
+// umask, and makes an existing dir 0700 only if create made it.
+func MkdirAll(dir string) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
