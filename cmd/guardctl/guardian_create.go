@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"os"
 
 	"github.com/guardctl/guardctl/certstore"
@@ -27,6 +28,12 @@ dataEncipherment), with their private keys, as New-HgsGuardian
 			name := args[0]
 			if err := validName(name); err != nil {
 				return err
+			}
+			if !slices.Contains(guardian.KeySizes, keySize) {
+				return usageError("key size %d is not supported; use 2048, 3072 or 4096", keySize)
+			}
+			if validYears < 1 || validYears > 100 {
+				return usageError("--valid-years %d is out of range; use 1 to 100", validYears)
 			}
 			if host == "" {
 				host, _ = os.Hostname()

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+)
+
+// asMainEnv makes the test binary act as guardctl, for tests that start
+// real processes (kills, concurrency, terminals).
+const asMainEnv = "GUARDCTL_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		os.Exit(run(os.Args[1:]))
+	}
+	testscript.Main(m, map[string]func(){
+		"guardctl": func() { os.Exit(run(os.Args[1:])) },
+	})
+}
+
+// requireTool fails (never skips) when a tool the tests need is missing:
+// .ci/run installs it.
+func requireTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Fatalf("%s is not installed; the tests need it (make deps installs it)", name)
+	}
+}
+
+func TestScripts(t *testing.T) {
+	requireTool(t, "openssl")
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata",
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("GUARDCTL_STORE", filepath.Join(env.WorkDir, "store"))
+			env.Setenv("HOME", env.WorkDir)
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"capture":  cmdCapture,
+			"berify":   cmdBerify,
+			"mkcert":   cmdMkcert,
+			"snapshot": cmdSnapshot,
+			"perm":     cmdPerm,
+			"mkpfx":    cmdMkpfx,
+			"exits":    cmdExits,
+		},
+	})
+}
+
+// capture VAR REGEXP sets VAR to the first submatch of REGEXP in the last
+// command's standard output.
+func cmdCapture(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: capture VAR REGEXP")
+	}
+	m := regexp.MustCompile(args[1]).FindStringSubmatch(ts.ReadFile("stdout"))
+	if m == nil || len(m) < 2 {
+		ts.Fatalf("capture: %q does not match stdout", args[1])
+	}
+	ts.Setenv(args[0], m[1])
+}
+
+// berify IN OUT rewrites the DER file IN in BER, as Windows and Java write
+// PFX files: every constructed element with an indefinite length and every
+// OCTET STRING split into constructed chunks. The bytes a PFX MAC covers are
+// unchanged, so a valid PFX stays valid (openssl checks that in the scripts).
+func cmdBerify(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: berify IN OUT")
+	}
+	der, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	ber, rest := toBER(ts, der)
+	if len(rest) != 0 {
+		ts.Fatalf("berify: trailing data")
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), ber, 0o600))
+}
+
+func toBER(ts *testscript.TestScript, der []byte) (out, rest []byte) {
+	if len(der) < 2 || der[0]&0x1f == 0x1f {
+		ts.Fatalf("berify: unsupported encoding")
+	}
+	tag := der[0]
+	l, n := int(der[1]), 2
+	if der[1] >= 0x80 {
+		k := int(der[1] & 0x7f)
+		l, n = 0, 2+k
+		for _, b := range der[2 : 2+k] {
+			l = l<<8 | int(b)
+		}
+	}
+	content, rest := der[n:n+l], der[n+l:]
+	switch {
+	case tag&0x20 != 0: // constructed
+		out = []byte{tag, 0x80}
+		for len(content) > 0 {
+			var child []byte
+			child, content = toBER(ts, content)
+			out = append(out, child...)
+		}
+		return append(out, 0, 0), rest
+	case tag == 0x04 && len(content) > 16: // OCTET STRING in chunks of 16
+		out = []byte{0x24, 0x80}
+		for len(content) > 0 {
+			c := content[:min(16, len(content))]
+			out = append(append(out, 0x04, byte(len(c))), c...)
+			content = content[len(c):]
+		}
+		return append(out, 0, 0), rest
+	}
+	return der[:n+l], rest
+}
+
+// mkcert [-expired] [-bits N] [-ca PREFIX] PREFIX writes PREFIX.key and
+// PREFIX.crt: a certificate openssl cannot make (an expired one) or a CA
+// chain for the untrusted-root cases.
+func cmdMkcert(ts *testscript.TestScript, neg bool, args []string) {
+	expired, bits, ca := false, 2048, ""
+	for len(args) > 1 && strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "-expired":
+			expired, args = true, args[1:]
+		case "-bits":
+			b, err := strconv.Atoi(args[1])
+			ts.Check(err)
+			bits, args = b, args[2:]
+		case "-ca":
+			ca, args = args[1], args[2:]
+		default:
+			ts.Fatalf("mkcert: unknown flag %s", args[0])
+		}
+	}
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: mkcert [-expired] [-bits N] [-ca PREFIX] PREFIX")
+	}
+	key, err := rsa.GenerateKey(rand.Reader, bits)
+	ts.Check(err)
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(now.UnixNano()),
+		Subject:               pkix.Name{CommonName: "guardctl test " + filepath.Base(args[0])},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(1, 0, 0),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  strings.Contains(args[0], "ca"),
+	}
+	if expired {
+		tmpl.NotBefore, tmpl.NotAfter = now.AddDate(-11, 0, 0), now.AddDate(-1, 0, 0)
+	}
+	parent, signer := tmpl, any(key)
+	if ca != "" {
+		cb, _ := pem.Decode([]byte(ts.ReadFile(ca + ".crt")))
+		kb, _ := pem.Decode([]byte(ts.ReadFile(ca + ".key")))
+		parent, err = x509.ParseCertificate(cb.Bytes)
+		ts.Check(err)
+		signer, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
+		ts.Check(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	ts.Check(err)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
+}
+
+// snapshot DIR FILE writes every path under DIR with its mode and content
+// hash to FILE, so that 'cmp' proves a failed command changed nothing.
+func cmdSnapshot(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: snapshot DIR FILE")
+	}
+	root := ts.MkAbs(args[0])
+	var lines []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, _ := d.Info()
+		line := fmt.Sprintf("%s %v", filepath.ToSlash(rel), fi.Mode())
+		if d.Type().IsRegular() && d.Name() != ".lock" {
+			data, _ := os.ReadFile(p)
+			sum := sha256.Sum256(data)
+			line += " " + hex.EncodeToString(sum[:8])
+		}
+		lines = append(lines, line)
+		return nil
+	})
+	sort.Strings(lines)
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+}
+
+// perm FILE MODE checks a file's permission bits exactly.
+func cmdPerm(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: perm FILE MODE")
+	}
+	fi, err := os.Stat(ts.MkAbs(args[0]))
+	ts.Check(err)
+	want, err := strconv.ParseUint(args[1], 8, 32)
+	ts.Check(err)
+	if got := fi.Mode().Perm(); (got == fs.FileMode(want)) == neg {
+		ts.Fatalf("%s has mode %04o; want %s%04o", args[0], got, map[bool]string{true: "not ", false: ""}[neg], want)
+	}
+}
+
+// mkpfx OUT PASSFILE KEY CERT... writes a PFX with exactly the key and
+// certificates given, in that order, whether or not they belong together:
+// files openssl refuses to make (a key that matches no certificate, a chain
+// with the CA certificate first, as Windows may order it).
+func cmdMkpfx(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 4 || neg {
+		ts.Fatalf("usage: mkpfx OUT PASSFILE KEY CERT...")
+	}
+	pw := strings.TrimSpace(ts.ReadFile(args[1]))
+	kb, _ := pem.Decode([]byte(ts.ReadFile(args[2])))
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	ts.Check(err)
+	var certs []*x509.Certificate
+	for _, f := range args[3:] {
+		cb, _ := pem.Decode([]byte(ts.ReadFile(f)))
+		c, err := x509.ParseCertificate(cb.Bytes)
+		ts.Check(err)
+		certs = append(certs, c)
+	}
+	out, err := pkcs12.Modern2023.Encode(key, certs[0], certs[1:], pw)
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), out, 0o600))
+}
+
+// exits CODE PROG ARGS... runs PROG and checks its exit code exactly.
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 || neg {
+		ts.Fatalf("usage: exits CODE PROG ARGS...")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		got = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("exits: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d; want %d", args[1], got, want)
+	}
+}
