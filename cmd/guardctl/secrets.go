@@ -45,7 +45,8 @@ func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, erro
 		b = bytes.TrimSuffix(b, []byte("\r"))
 		return string(b), nil
 	}
-	if pw, ok := os.LookupEnv("GUARDCTL_PASSWORD"); ok {
+	// An empty variable counts as unset, so that GUARDCTL_PASSWORD= turns it off.
+	if pw := os.Getenv("GUARDCTL_PASSWORD"); pw != "" {
 		return pw, nil
 	}
 	if !a.interactive() {
