@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"os"
+	"slices"
 
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/guardctl/guardctl/guardian"

@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -192,7 +194,6 @@ func (s *terminalScreen) type_(keys string) {
 		s.t.Fatal(err)
 	}
 }
-
 
 // crashIterations is how many processes TestKillDuringWrites kills; CI runs
 // the default, GUARDCTL_CRASH_ITERATIONS asks for more.

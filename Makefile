@@ -1,0 +1,40 @@
+# guardctl: `make test` installs what the tests need (when it can) and runs
+# them all; .ci/run runs exactly this.
+
+GO       ?= go
+TARGETS  := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+
+.PHONY: all build test deps unit lint crossbuild print-targets
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o guardctl ./cmd/guardctl
+
+# deps installs the tools the tests drive (openssl reads and writes the PFX
+# files) on Debian or Ubuntu when run as root; elsewhere it checks for them.
+deps:
+	@if ! command -v openssl >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; \
+		else echo "install openssl: the tests need it" >&2; exit 1; fi; \
+	fi
+
+unit:
+	$(GO) test -count=1 ./...
+
+lint:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+crossbuild:
+	@for t in $(TARGETS); do \
+		echo "GOOS=$${t%/*} GOARCH=$${t#*/} go build ./cmd/guardctl"; \
+		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build -trimpath -o /dev/null ./cmd/guardctl || exit 1; \
+	done
+
+print-targets:
+	@echo $(TARGETS)
+
+test: deps lint crossbuild unit
