@@ -124,6 +124,21 @@ func TestPFXRoundTrip(t *testing.T) {
 	}
 }
 
+func TestPFXIterationBound(t *testing.T) {
+	g := newTestGuardian(t, "g")
+	data, err := pkcs12.Modern2023.WithIterations(MaxIterations+1).Encode(g.SigningKey, g.Signing, nil, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := DecodePFX(data, "pw"); kindOf(err) != KindUnsupported || !strings.Contains(err.Error(), "iterations") {
+		t.Errorf("a file asking for %d iterations: %v", MaxIterations+1, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refusing took %v; the iterations ran", d)
+	}
+}
+
 // TestBERInnerContent covers the BER files whose MAC-protected content is
 // itself BER: the MAC is verified over the BER bytes and computed again over
 // the DER ones. openssl confirms that the test file is a valid PFX.
@@ -261,3 +276,56 @@ func TestPublicFile(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// FuzzDecodePFX feeds hostile bytes to the PFX reader: it may refuse them,
+// never panic, and anything it accepts is a matching key and certificate.
+func FuzzDecodePFX(f *testing.F) {
+	g, err := Generate(GenerateOptions{Name: "f", Host: "h"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	// One iteration keeps each run cheap, so the fuzzer explores the
+	// structure rather than spending its time in PBKDF2.
+	for _, enc := range []*pkcs12.Encoder{pkcs12.Modern2023.WithIterations(1), pkcs12.LegacyDES.WithIterations(1)} {
+		data, err := enc.Encode(g.SigningKey, g.Signing, nil, "pw")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte{0x30, 0x80, 0x02, 0x01, 0x03, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := DecodePFX(data, "pw")
+		if err != nil {
+			if kindOf(err) == 0 {
+				t.Fatalf("error without a kind: %v", err)
+			}
+			return
+		}
+		if !p.Key.PublicKey.Equal(p.Cert.PublicKey) {
+			t.Fatal("accepted a key that does not match its certificate")
+		}
+	})
+}
+
+// FuzzParsePublic does the same for the public guardian file.
+func FuzzParsePublic(f *testing.F) {
+	g, err := Generate(GenerateOptions{Name: "f", Host: "h"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	data, err := g.MarshalPublic()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParsePublic(data)
+		if err != nil {
+			return
+		}
+		if err := p.Validate(Policy{AllowExpired: true, AllowUntrustedRoot: true}); err != nil && kindOf(err) == 0 {
+			t.Fatalf("error without a kind: %v", err)
+		}
+	})
+}

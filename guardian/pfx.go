@@ -66,6 +66,13 @@ func DecodePFX(data []byte, password string) (pfx *PFX, err error) {
 			pfx, err = nil, errorf(KindInvalid, "the file is not a readable PFX (%v)", r)
 		}
 	}()
+	der, err := berToDER(data)
+	if err != nil {
+		return nil, errorf(KindInvalid, "the file is not a PFX, or it is truncated or damaged (%v)", err)
+	}
+	if err := checkIterations(der); err != nil {
+		return nil, err
+	}
 	key, leaf, cas, err := pkcs12.DecodeChain(data, password)
 	if err != nil && isASN1Error(err) {
 		der, cerr := pfxToDER(data, password)
@@ -75,6 +82,9 @@ func DecodePFX(data []byte, password string) (pfx *PFX, err error) {
 				return nil, gerr
 			}
 			return nil, errorf(KindInvalid, "the file is not a PFX, or it is truncated or damaged (%v)", cerr)
+		}
+		if err := checkIterations(der); err != nil {
+			return nil, err
 		}
 		key, leaf, cas, err = pkcs12.DecodeChain(der, password)
 	}

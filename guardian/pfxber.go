@@ -229,3 +229,126 @@ func pkcs12KDF(h func() hash.Hash, id byte, password, salt []byte, iterations, n
 	}
 	return out[:n]
 }
+
+// MaxIterations bounds the key-derivation iteration counts a PFX may ask
+// for. Windows refuses more than 600,000; a hostile file asking for
+// billions would otherwise keep guardctl busy for hours.
+const MaxIterations = 1_000_000
+
+var (
+	oidPBES2            = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
+	oidPKCS12PBE        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 1}
+	oidShroudedKeyBag   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 2}
+	errTooManyIteration = errorf(KindUnsupported, "the file asks for more than %d key-derivation iterations; re-export it with a lower count", MaxIterations)
+)
+
+type algorithmIdentifier struct {
+	Algorithm  asn1.ObjectIdentifier
+	Parameters asn1.RawValue `asn1:"optional"`
+}
+
+type safeBag struct {
+	ID    asn1.ObjectIdentifier
+	Value asn1.RawValue `asn1:"tag:0,explicit"`
+	Rest  asn1.RawValue `asn1:"optional"`
+}
+
+// checkIterations refuses a DER PFX whose MAC or encryption asks for more
+// than MaxIterations, before any key derivation runs. What it cannot parse
+// it leaves to the decoder.
+func checkIterations(der []byte) error {
+	var pfx pfxPDU
+	if _, err := asn1.Unmarshal(der, &pfx); err != nil {
+		return nil
+	}
+	if pfx.MacData.Iterations > MaxIterations || pfx.MacData.Iterations < 0 {
+		return errTooManyIteration
+	}
+	var content []byte
+	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &content); err != nil {
+		return nil
+	}
+	var safe []contentInfo
+	if _, err := asn1.Unmarshal(content, &safe); err != nil {
+		return nil
+	}
+	for _, ci := range safe {
+		switch {
+		case ci.ContentType.Equal(oidEncryptedData):
+			var ed struct {
+				Version int
+				Info    struct {
+					ContentType asn1.ObjectIdentifier
+					Algorithm   algorithmIdentifier
+					Rest        asn1.RawValue `asn1:"optional"`
+				}
+			}
+			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err == nil {
+				if err := checkPBEParams(ed.Info.Algorithm); err != nil {
+					return err
+				}
+			}
+		case ci.ContentType.Equal(oidData):
+			var octets []byte
+			if _, err := asn1.Unmarshal(ci.Content.Bytes, &octets); err != nil {
+				continue
+			}
+			var bags []safeBag
+			if _, err := asn1.Unmarshal(octets, &bags); err != nil {
+				continue
+			}
+			for _, b := range bags {
+				if !b.ID.Equal(oidShroudedKeyBag) {
+					continue
+				}
+				var epki struct {
+					Algorithm algorithmIdentifier
+					Data      []byte
+				}
+				if _, err := asn1.Unmarshal(b.Value.Bytes, &epki); err == nil {
+					if err := checkPBEParams(epki.Algorithm); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func checkPBEParams(alg algorithmIdentifier) error {
+	var iterations int
+	switch {
+	case alg.Algorithm.Equal(oidPBES2):
+		var p struct {
+			KDF struct {
+				Algorithm asn1.ObjectIdentifier
+				Params    struct {
+					Salt       asn1.RawValue
+					Iterations int
+					Rest       asn1.RawValue `asn1:"optional"`
+				}
+			}
+			Scheme asn1.RawValue
+		}
+		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err != nil {
+			return nil
+		}
+		iterations = p.KDF.Params.Iterations
+	case len(alg.Algorithm) == len(oidPKCS12PBE)+1 && alg.Algorithm[:len(oidPKCS12PBE)].Equal(oidPKCS12PBE):
+		var p struct {
+			Salt       []byte
+			Iterations int
+		}
+		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err != nil {
+			return nil
+		}
+		iterations = p.Iterations
+	default:
+		return nil
+	}
+	if iterations > MaxIterations || iterations < 0 {
+		return errTooManyIteration
+	}
+	return nil
+}

@@ -23,9 +23,9 @@ type exportedFile struct {
 
 // exportResult is the JSON output of guardian export.
 type exportResult struct {
-	Name       string         `json:"name"`
-	Encryption string         `json:"encryption,omitempty"` // the PFX encryption profile
-	Files      []exportedFile `json:"files"`
+	Name          string         `json:"name"`
+	PFXEncryption string         `json:"pfxEncryption,omitempty"` // how the PFX files are protected
+	Files         []exportedFile `json:"files"`
 }
 
 func newGuardianExportCmd(a *app) *cobra.Command {
@@ -129,9 +129,9 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	if err != nil {
 		return err
 	}
-	res := exportResult{Name: g.Name, Encryption: "AES-256-CBC/PBKDF2-SHA256, MAC HMAC-SHA256"}
+	res := exportResult{Name: g.Name, PFXEncryption: "AES-256-CBC/PBKDF2-SHA256, MAC HMAC-SHA256"}
 	if legacy {
-		res.Encryption = "3DES/SHA-1 (legacy), MAC HMAC-SHA1"
+		res.PFXEncryption = "3DES/SHA-1 (legacy), MAC HMAC-SHA1"
 	}
 	for _, f := range []struct {
 		path, role string

@@ -74,27 +74,62 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 	}
 	if opt.Overwrite {
 		if _, statErr := os.Lstat(path); statErr == nil && opt.Backup {
-			backup = BackupName(path, time.Now())
-			// A hard link keeps the old file under the backup name while the
-			// rename below replaces the original atomically.
-			if err = os.Link(path, backup); err != nil {
-				return "", fmt.Errorf("keeping a backup of %s: %w", path, err)
+			if backup, err = keepBackup(path); err != nil {
+				return "", err
 			}
 		}
 		err = os.Rename(tmpName, path)
 	} else {
-		// Link fails if path appeared meanwhile, so a concurrent writer is
-		// never overwritten.
-		if err = os.Link(tmpName, path); err == nil {
-			os.Remove(tmpName)
-		} else if errors.Is(err, fs.ErrExist) {
-			err = fmt.Errorf("%s: %w", path, ErrExists)
-		}
+		err = renameNoReplace(tmpName, path)
 	}
 	if err != nil {
 		return "", err
 	}
 	return backup, SyncDir(dir)
+}
+
+// link is os.Link, replaced in tests to act as a file system without hard
+// links (FAT and exFAT USB sticks, where exports often go).
+var link = os.Link
+
+// renameNoReplace moves tmp to path unless path exists. A hard link fails
+// if path appeared meanwhile, so a concurrent writer is never overwritten;
+// where the file system has no hard links, a check before the rename is
+// the best it allows.
+func renameNoReplace(tmp, path string) error {
+	err := link(tmp, path)
+	switch {
+	case err == nil:
+		return os.Remove(tmp)
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("%s: %w", path, ErrExists)
+	}
+	if _, statErr := os.Lstat(path); statErr == nil {
+		return fmt.Errorf("%s: %w", path, ErrExists)
+	}
+	return os.Rename(tmp, path)
+}
+
+// keepBackup keeps the current content of path under a backup name before
+// it is replaced: a hard link where the file system has them, else a copy
+// written the same careful way.
+func keepBackup(path string) (string, error) {
+	backup := BackupName(path, time.Now())
+	if err := link(path, backup); err == nil {
+		return backup, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("keeping a backup of %s: %w", path, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := WriteFile(backup, data, fi.Mode().Perm(), Options{}); err != nil {
+		return "", fmt.Errorf("keeping a backup of %s: %w", path, err)
+	}
+	return backup, nil
 }
 
 // BackupName is the name a backup of path taken at t gets.

@@ -8,6 +8,14 @@ import (
 	"testing"
 )
 
+// TestWithoutHardLinks runs TestWriteFile as on a file system that has no
+// hard links (FAT, exFAT).
+func TestWithoutHardLinks(t *testing.T) {
+	link = func(string, string) error { return &os.LinkError{Op: "link", Err: errors.ErrUnsupported} }
+	defer func() { link = os.Link }()
+	TestWriteFile(t)
+}
+
 func TestWriteFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")

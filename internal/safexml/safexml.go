@@ -28,7 +28,7 @@ func Check(data []byte, l Limits) error {
 	d.Strict = true
 	depth, elements, roots := 0, 0, 0
 	for {
-		tok, err := d.RawToken()
+		tok, err := d.Token()
 		if errors.Is(err, io.EOF) {
 			break
 		}
