@@ -235,11 +235,14 @@ func pkcs12KDF(h func() hash.Hash, id byte, password, salt []byte, iterations, n
 // billions would otherwise keep guardctl busy for hours.
 const MaxIterations = 1_000_000
 
+// iterationLimit is MaxIterations; fuzz targets lower it so that each run
+// stays cheap under coverage instrumentation.
+var iterationLimit = MaxIterations
+
 var (
-	oidPBES2            = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
-	oidPKCS12PBE        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 1}
-	oidShroudedKeyBag   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 2}
-	errTooManyIteration = errorf(KindUnsupported, "the file asks for more than %d key-derivation iterations; re-export it with a lower count", MaxIterations)
+	oidPBES2          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
+	oidPKCS12PBE      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 1}
+	oidShroudedKeyBag = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 2}
 )
 
 type algorithmIdentifier struct {
@@ -261,8 +264,8 @@ func checkIterations(der []byte) error {
 	if _, err := asn1.Unmarshal(der, &pfx); err != nil {
 		return nil
 	}
-	if pfx.MacData.Iterations > MaxIterations || pfx.MacData.Iterations < 0 {
-		return errTooManyIteration
+	if err := checkIterationCount(pfx.MacData.Iterations); err != nil {
+		return err
 	}
 	var content []byte
 	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &content); err != nil {
@@ -347,8 +350,12 @@ func checkPBEParams(alg algorithmIdentifier) error {
 	default:
 		return nil
 	}
-	if iterations > MaxIterations || iterations < 0 {
-		return errTooManyIteration
+	return checkIterationCount(iterations)
+}
+
+func checkIterationCount(n int) error {
+	if n > iterationLimit || n < 0 {
+		return errorf(KindUnsupported, "the file asks for %d key-derivation iterations, more than the %d guardctl allows; re-export it with a lower count", n, iterationLimit)
 	}
 	return nil
 }
