@@ -3,6 +3,7 @@ package certstore
 import (
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -22,6 +24,9 @@ const (
 	encryptionCertFil = "encryption.crt"
 	signingKeyFile    = "signing.key"
 	encryptionKeyFile = "encryption.key"
+	// encryptionSigFile holds a public-only guardian's signature over its
+	// encryption certificate (base64), needed to grant it access.
+	encryptionSigFile = "encryption.sig"
 )
 
 // Origin says how a guardian came into the store.
@@ -88,6 +93,15 @@ func loadEntry(dir, name string) *Entry {
 	}
 	if g.Encryption, err = readCert(filepath.Join(dir, encryptionCertFil)); err != nil {
 		note("%s: %s", encryptionCertFil, describe(err))
+	}
+	if !e.Meta.HasPrivateKeys {
+		if raw, err := readRegular(filepath.Join(dir, encryptionSigFile)); err == nil {
+			if sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err == nil {
+				g.EncryptionCertSignature = sig
+			} else {
+				note("%s is damaged", encryptionSigFile)
+			}
+		}
 	}
 	if e.Meta.HasPrivateKeys {
 		if g.SigningKey, err = readKey(filepath.Join(dir, signingKeyFile)); err != nil {
@@ -211,6 +225,9 @@ func writeEntry(dir string, g *guardian.Guardian, meta Meta) error {
 			}
 			files = append(files, entryFile{k.name, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600})
 		}
+	}
+	if !meta.HasPrivateKeys && g.EncryptionCertSignature != nil {
+		files = append(files, entryFile{encryptionSigFile, []byte(base64.StdEncoding.EncodeToString(g.EncryptionCertSignature) + "\n"), 0o644})
 	}
 	// guardian.json last: an entry is only taken for whole when it is there.
 	files = append(files, entryFile{metaFile, append(mj, '\n'), 0o644})

@@ -24,6 +24,10 @@ type Guardian struct {
 	Encryption    *x509.Certificate
 	SigningKey    *rsa.PrivateKey // nil for a public-only guardian
 	EncryptionKey *rsa.PrivateKey // nil for a public-only guardian
+	// EncryptionCertSignature is the signing key's signature over the
+	// encryption certificate, kept for a public-only guardian (which cannot
+	// make it) so that key protectors can be granted to it.
+	EncryptionCertSignature []byte
 }
 
 // HasPrivateKeys reports whether the guardian holds both private keys.
@@ -31,9 +35,15 @@ func (g *Guardian) HasPrivateKeys() bool {
 	return g.SigningKey != nil && g.EncryptionKey != nil
 }
 
-// Public returns the guardian without its private keys.
+// Public returns the guardian without its private keys, keeping (or
+// making, while the signing key is at hand) the signature over its
+// encryption certificate that key protectors need to grant it access.
 func (g *Guardian) Public() *Guardian {
-	return &Guardian{Name: g.Name, Signing: g.Signing, Encryption: g.Encryption}
+	sig := g.EncryptionCertSignature
+	if sig == nil && g.SigningKey != nil {
+		sig, _ = g.SignEncryptionCertificate()
+	}
+	return &Guardian{Name: g.Name, Signing: g.Signing, Encryption: g.Encryption, EncryptionCertSignature: sig}
 }
 
 // NotAfter is the earlier of the two certificates' expiry times.

@@ -36,10 +36,14 @@ type publicFile struct {
 
 // SignEncryptionCertificate signs the DER of the encryption certificate
 // with the signing key (RSA-SHA256), binding the two certificates together
-// the way [MS-KPS] EncryptionCertificateSignature does.
+// the way [MS-KPS] EncryptionCertificateSignature does. A public-only
+// guardian returns the signature it was imported with.
 func (g *Guardian) SignEncryptionCertificate() ([]byte, error) {
 	if g.SigningKey == nil {
-		return nil, errorf(KindInvalid, "guardian %q has no private signing key", g.Name)
+		if g.EncryptionCertSignature != nil {
+			return g.EncryptionCertSignature, nil
+		}
+		return nil, errorf(KindInvalid, "guardian %q has no private signing key and no signature over its encryption certificate; import its public guardian file again", g.Name)
 	}
 	digest := sha256.Sum256(g.Encryption.Raw)
 	return rsa.SignPKCS1v15(rand.Reader, g.SigningKey, crypto.SHA256, digest[:])
@@ -110,6 +114,7 @@ func ParsePublic(data []byte) (*Guardian, error) {
 	if err := g.VerifyEncryptionCertificateSignature(sig); err != nil {
 		return nil, err
 	}
+	g.EncryptionCertSignature = sig
 	return g, nil
 }
 
