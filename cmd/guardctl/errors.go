@@ -10,6 +10,7 @@ import (
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/keyprotector"
 )
 
 // Exit codes. They are part of the command-line contract (docs/cli.md).
@@ -21,6 +22,7 @@ const (
 	exitExists       = 4   // the guardian or file exists and --force was not given
 	exitVerification = 5   // wrong password; damaged, tampered or mismatched input; a certificate refused by policy
 	exitStoreProblem = 6   // store check found problems it did not repair
+	exitNoAccess     = 7   // no guardian here can unwrap, or the owner's private key is not here
 	exitInterrupted  = 130 // the user interrupted a prompt
 )
 
@@ -66,6 +68,25 @@ func classify(err error) (int, string) {
 		default:
 			return exitVerification, ""
 		}
+	}
+	var ke *keyprotector.Error
+	if errors.As(err, &ke) {
+		switch ke.Kind {
+		case keyprotector.KindNoAccess:
+			return exitNoAccess, "'guardctl kp show FILE' lists the guardians that can; import one of them ('guardctl guardian import')"
+		case keyprotector.KindNotOwner:
+			return exitNoAccess, "run this on the owner's host, or import the owner's PFX pair here"
+		case keyprotector.KindExpired:
+			return exitVerification, "to use it anyway, pass --allow-expired"
+		case keyprotector.KindUnsupported:
+			return exitVerification, "Hyper-V's own key protector algorithms are not published; see docs/keyprotector.md"
+		case keyprotector.KindConflict:
+			return exitFailure, ""
+		}
+		return exitVerification, ""
+	}
+	if strings.HasPrefix(err.Error(), "required flag(s)") {
+		return exitUsage, ""
 	}
 	switch {
 	case errors.Is(err, certstore.ErrNotFound):

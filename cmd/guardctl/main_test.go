@@ -49,11 +49,17 @@ func requireTool(t *testing.T, name string) {
 
 func TestScripts(t *testing.T) {
 	requireTool(t, "openssl")
+	requireTool(t, "xmllint")
+	schema, err := filepath.Abs("../../docs/keyprotector.xsd")
+	if err != nil {
+		t.Fatal(err)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata",
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GUARDCTL_STORE", filepath.Join(env.WorkDir, "store"))
 			env.Setenv("HOME", env.WorkDir)
+			env.Setenv("SCHEMA", schema)
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

@@ -68,7 +68,7 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	root.MarkPersistentFlagDirname("store")
 
-	root.AddCommand(newGuardianCmd(a), newStoreCmd(a))
+	root.AddCommand(newGuardianCmd(a), newKeyProtectorCmd(a), newStoreCmd(a))
 	return root
 }
 
@@ -122,4 +122,10 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 func flagSet(fs *pflag.FlagSet, name string) bool {
 	f := fs.Lookup(name)
 	return f != nil && f.Changed
+}
+
+// isTerminalWriter reports whether w is a terminal.
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/spf13/cobra"
+)
+
+func newKeyProtectorCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "keyprotector",
+		Aliases: []string{"kp"},
+		Short:   "Create, inspect, grant, revoke, wrap and unwrap key protectors",
+		Long: `A key protector holds one transport key wrapped for an owner guardian and for the
+guardians of the hosts allowed to run a VM, in Microsoft's [MS-KPS] Protector
+model. Any host holding one of those guardians with its private keys unwraps the
+same key; only the owner changes who may. docs/keyprotector.md describes the
+format and its algorithms.`,
+	}
+	cmd.AddCommand(
+		newKPNewCmd(a),
+		newKPWrapCmd(a),
+		newKPShowCmd(a),
+		newKPGrantCmd(a),
+		newKPRevokeCmd(a),
+		newKPUnwrapCmd(a),
+	)
+	return cmd
+}
+
+// identities returns the store's whole guardians with private keys: what
+// this host can unwrap with.
+func (a *app) identities() ([]*guardian.Guardian, error) {
+	entries, err := a.store().List()
+	if err != nil {
+		return nil, err
+	}
+	var out []*guardian.Guardian
+	for _, e := range entries {
+		if !e.Broken() && e.Meta.HasPrivateKeys {
+			out = append(out, e.Guardian)
+		}
+	}
+	return out, nil
+}
+
+// wholeGuardian returns a guardian from the store that is not broken.
+func (a *app) wholeGuardian(name string) (*guardian.Guardian, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	e, err := a.store().Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if e.Broken() {
+		return nil, withHint(fmt.Errorf("guardian %q is broken: %s", name, e.Problem), exitFailure, "'guardctl store check' shows what is wrong")
+	}
+	return e.Guardian, nil
+}
+
+// checkGuardianDates refuses a guardian with an expired certificate unless
+// allowExpired, before it is put into a key protector.
+func checkGuardianDates(g *guardian.Guardian, allowExpired bool) error {
+	return g.Validate(guardian.Policy{Now: time.Now(), AllowExpired: allowExpired, AllowUntrustedRoot: true})
+}
+
+// readKeyProtector reads and parses a key protector file.
+func readKeyProtector(path string) (*keyprotector.Protector, error) {
+	data, err := readInput(path, keyprotector.MaxFileSize)
+	if err != nil {
+		return nil, err
+	}
+	p, err := keyprotector.Parse(data)
+	if err != nil {
+		return nil, kpInFile(path, err)
+	}
+	return p, nil
+}
+
+// kpInFile prefixes a keyprotector.Error with its file, keeping its kind.
+func kpInFile(path string, err error) error {
+	var ke *keyprotector.Error
+	if errors.As(err, &ke) {
+		return &keyprotector.Error{Kind: ke.Kind, Msg: path + ": " + ke.Msg}
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+// writeKeyProtector writes a key protector file (length prefix and XML).
+func writeKeyProtector(path string, xmlData []byte, overwrite, backup bool) (string, error) {
+	return atomicfile.WriteFile(path, keyprotector.EncodeFile(xmlData), 0o644, atomicfile.Options{Overwrite: overwrite, Backup: backup})
+}
+
+// refuseExisting fails early when path exists and force is not set.
+func refuseExisting(path string, force bool) error {
+	if force {
+		return nil
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%s: %w", path, atomicfile.ErrExists)
+	}
+	return nil
+}
+
+// guardiansByName loads the named guardians (public parts suffice).
+func (a *app) guardiansByName(names []string, allowExpired bool) ([]*guardian.Guardian, error) {
+	var out []*guardian.Guardian
+	for _, n := range names {
+		g, err := a.wholeGuardian(n)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkGuardianDates(g, allowExpired); err != nil {
+			return nil, err
+		}
+		out = append(out, g.Public())
+	}
+	return out, nil
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/spf13/cobra"
+)
+
+// kpChange is grant or revoke, applied to many files.
+type kpChange struct {
+	verb         string // grant or revoke
+	guardianName string
+	allowExpired bool
+	noBackup     bool
+	jobs         int
+}
+
+// kpFileResult is one file in the JSON output of grant and revoke.
+type kpFileResult struct {
+	File    string `json:"file"`
+	Changed bool   `json:"changed"`
+	Backup  string `json:"backup,omitempty"`
+	Error   string `json:"error,omitempty"`
+	code    int
+}
+
+func (c *kpChange) register(cmd *cobra.Command, a *app) {
+	f := cmd.Flags()
+	f.StringVar(&c.guardianName, "guardian", "", "guardian to "+c.verb+" (a guardian of this store, public-only is enough)")
+	f.BoolVar(&c.allowExpired, "allow-expired", false, "accept expired guardian certificates")
+	f.BoolVar(&c.noBackup, "no-backup", false, "do not keep the previous version of each file as a .bak backup")
+	f.IntVar(&c.jobs, "jobs", runtime.NumCPU(), "files to work on at once")
+	cmd.MarkFlagRequired("guardian")
+	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
+}
+
+func (c *kpChange) run(a *app, files []string) error {
+	g, err := a.wholeGuardian(c.guardianName)
+	if err != nil {
+		return err
+	}
+	if c.verb == "grant" {
+		if err := checkGuardianDates(g, c.allowExpired); err != nil {
+			return err
+		}
+	}
+	g = g.Public()
+	ids, err := a.identities()
+	if err != nil {
+		return err
+	}
+	what := fmt.Sprintf("%s key protector", fmt.Sprint(len(files)))
+	if len(files) == 1 {
+		what = files[0]
+	} else {
+		what += "s"
+	}
+	action := map[string]string{"grant": "Give guardian %q (signing %s) access to %s?", "revoke": "Take access to %[3]s away from guardian %[1]q (signing %[2]s)?"}[c.verb]
+	if err := a.confirm(fmt.Sprintf(action, g.Name, guardian.Thumbprint(g.Signing), what), fmt.Sprintf("refusing to %s", c.verb)); err != nil {
+		return err
+	}
+	results := make([]kpFileResult, len(files))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(c.jobs, len(files))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				results[i] = c.apply(files[i], ids, g)
+			}
+		}()
+	}
+	for i := range files {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+
+	code, failed := exitOK, 0
+	for _, r := range results {
+		if r.Error != "" {
+			failed++
+			if code == exitOK {
+				code = r.code
+			}
+		}
+	}
+	if a.output == "json" {
+		if err := writeJSON(a.stdout, results); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range results {
+			switch {
+			case r.Error != "":
+				fmt.Fprintf(a.stderr, "guardctl: error: %s\n", r.Error)
+			case r.Changed:
+				a.note("guardctl: %s: %sed guardian %q", r.File, c.verb, g.Name)
+			default:
+				a.note("guardctl: %s: unchanged (guardian %q %s)", r.File, g.Name, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+			}
+		}
+	}
+	if failed > 0 {
+		return &cliError{code: code, msg: fmt.Sprintf("%d of %d key protectors could not be changed; the others were", failed, len(files))}
+	}
+	return nil
+}
+
+// apply changes one file: read, verify, change, write atomically.
+func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guardian) kpFileResult {
+	res := kpFileResult{File: file}
+	fail := func(err error) kpFileResult {
+		res.code, _ = classify(err)
+		res.Error = err.Error()
+		return res
+	}
+	p, err := readKeyProtector(file)
+	if err != nil {
+		return fail(err)
+	}
+	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}); err != nil {
+		return fail(kpInFile(file, err))
+	}
+	var out []byte
+	if c.verb == "grant" {
+		res.Changed, out, err = p.Grant(ids, g)
+	} else {
+		res.Changed, out, err = p.Revoke(ids, g)
+	}
+	if err != nil {
+		return fail(kpInFile(file, err))
+	}
+	if res.Changed {
+		if res.Backup, err = writeKeyProtector(file, out, true, !c.noBackup); err != nil {
+			return fail(err)
+		}
+	}
+	return res
+}
+
+func newKPGrantCmd(a *app) *cobra.Command {
+	c := &kpChange{verb: "grant"}
+	cmd := &cobra.Command{
+		Use:   "grant FILE... --guardian H",
+		Short: "Let another guardian unwrap key protectors",
+		Long: `Add a wrapping for guardian H to each key protector. It needs the owner's
+private signing key and a guardian that can unwrap, both in this store; H may be
+public-only (imported with 'guardian import --public'). Files are worked on in
+parallel; each is replaced atomically and its previous version kept as a .bak
+backup unless --no-backup. guardctl asks first; --yes confirms.`,
+		Example: `  guardctl kp grant vm1.kp --guardian host-b --yes
+  guardctl kp grant /srv/vms/*.kp --guardian new-cluster-node --yes --no-backup`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &cliError{code: exitUsage, msg: "missing FILE", hint: "usage: " + cmd.UseLine()}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args) },
+	}
+	c.register(cmd, a)
+	return cmd
+}
+
+func newKPRevokeCmd(a *app) *cobra.Command {
+	c := &kpChange{verb: "revoke"}
+	cmd := &cobra.Command{
+		Use:   "revoke FILE... --guardian H",
+		Short: "Stop a guardian from unwrapping key protectors",
+		Long: `Remove guardian H's wrapping from each key protector (the owner's cannot be
+removed). It needs the owner's private signing key. The transport key stays the
+same: a revoked host that kept the key or an old copy of the file still knows it
+(for vTPM bundles, 'guardctl vtpm revoke --rotate' changes the key).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &cliError{code: exitUsage, msg: "missing FILE", hint: "usage: " + cmd.UseLine()}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args) },
+	}
+	c.register(cmd, a)
+	return cmd
+}

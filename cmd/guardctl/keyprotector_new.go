@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/spf13/cobra"
+)
+
+// kpCreateFlags are the flags new and wrap share.
+type kpCreateFlags struct {
+	owner        string
+	guardians    []string
+	out          string
+	force        bool
+	allowExpired bool
+}
+
+func (f *kpCreateFlags) register(cmd *cobra.Command, a *app) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.owner, "owner", "", "owner guardian (needs its private signing key)")
+	fl.StringArrayVar(&f.guardians, "guardian", nil, "guardian to wrap the key for as well (repeatable)")
+	fl.StringVar(&f.out, "out", "", "key protector file to write")
+	fl.BoolVar(&f.force, "force", false, "overwrite FILE, keeping a .bak backup")
+	fl.BoolVar(&f.allowExpired, "allow-expired", false, "accept guardians whose certificates have expired")
+	cmd.MarkFlagRequired("owner")
+	cmd.MarkFlagRequired("out")
+	cmd.RegisterFlagCompletionFunc("owner", completeGuardianNames(a))
+	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
+}
+
+// create makes a key protector for key and writes it to f.out.
+func (f *kpCreateFlags) create(a *app, key []byte) error {
+	if err := refuseExisting(f.out, f.force); err != nil {
+		return err
+	}
+	owner, err := a.wholeGuardian(f.owner)
+	if err != nil {
+		return err
+	}
+	if owner.SigningKey == nil {
+		return withHint(fmt.Errorf("guardian %q has no private keys in this store and cannot own a key protector", f.owner), exitNoAccess,
+			"the owner must be a guardian of this host ('guardctl guardian create' or 'guardian import --dir')")
+	}
+	if err := checkGuardianDates(owner, f.allowExpired); err != nil {
+		return err
+	}
+	gs, err := a.guardiansByName(f.guardians, f.allowExpired)
+	if err != nil {
+		return err
+	}
+	p, xmlData, err := keyprotector.New(key, owner, gs)
+	if err != nil {
+		return err
+	}
+	if _, err := writeKeyProtector(f.out, xmlData, f.force, true); err != nil {
+		return err
+	}
+	v, err := a.describeKP(f.out, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+	if err != nil {
+		return err
+	}
+	return a.printKP(v)
+}
+
+func newKPNewCmd(a *app) *cobra.Command {
+	var f kpCreateFlags
+	cmd := &cobra.Command{
+		Use:   "new --owner G [--guardian H]... --out FILE",
+		Short: "Make a key protector with a fresh 256-bit transport key",
+		Example: `  guardctl kp new --owner UntrustedGuardian --guardian host-b --out vm1.kp
+  guardctl kp unwrap vm1.kp --key-out vm1.key     # on any host holding a guardian`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return f.create(a, keyprotector.NewTransportKey())
+		},
+	}
+	f.register(cmd, a)
+	return cmd
+}
+
+func newKPWrapCmd(a *app) *cobra.Command {
+	var f kpCreateFlags
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "wrap --owner G [--guardian H]... --key-file K --out FILE",
+		Short: "Protect a key you already have (a swtpm key, a libvirt secret value)",
+		Long: fmt.Sprintf(`Protect an existing key: the exact bytes of --key-file (1 to %d bytes; - reads
+standard input) are wrapped for the owner and the guardians, and 'guardctl kp
+unwrap' gives back the same bytes on any host holding one of them.`, keyprotector.MaxKeySize),
+		Example: `  guardctl kp wrap --owner UntrustedGuardian --guardian host-b --key-file swtpm.key --out vm1.kp`,
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r io.Reader = a.stdin
+			if keyFile != "-" {
+				fh, err := os.Open(keyFile)
+				if err != nil {
+					return &cliError{code: exitNotFound, msg: err.Error()}
+				}
+				defer fh.Close()
+				r = fh
+			}
+			key, err := io.ReadAll(io.LimitReader(r, keyprotector.MaxKeySize+1))
+			if err != nil {
+				return err
+			}
+			if len(key) == 0 || len(key) > keyprotector.MaxKeySize {
+				return usageError("the key in %s is %d bytes; guardctl wraps keys of 1 to %d bytes", keyFile, len(key), keyprotector.MaxKeySize)
+			}
+			return f.create(a, key)
+		},
+	}
+	f.register(cmd, a)
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "file holding the key to protect (- for standard input)")
+	cmd.MarkFlagRequired("key-file")
+	return cmd
+}

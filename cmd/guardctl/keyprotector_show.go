@@ -1,0 +1,162 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/spf13/cobra"
+)
+
+// kpGuardianView is one wrapping in the JSON output (docs/json.md).
+type kpGuardianView struct {
+	WrappingID           uint32    `json:"wrappingId"`
+	Role                 string    `json:"role"` // owner or guardian
+	SigningSubject       string    `json:"signingSubject"`
+	SigningThumbprint    string    `json:"signingThumbprint"`
+	EncryptionThumbprint string    `json:"encryptionThumbprint"`
+	NotAfter             time.Time `json:"notAfter"`
+	LocalGuardian        string    `json:"localGuardian,omitempty"` // the store guardian with the same certificates
+	LocalPrivateKeys     bool      `json:"localPrivateKeys"`
+}
+
+// kpView is a key protector in the JSON output (docs/json.md).
+type kpView struct {
+	File                  string           `json:"file"`
+	Signatures            string           `json:"signatures"` // valid, invalid, unsupported, expired
+	Problem               string           `json:"problem,omitempty"`
+	UnsupportedAlgorithms []string         `json:"unsupportedAlgorithms,omitempty"`
+	CanUnwrap             bool             `json:"canUnwrap"`
+	UnwrapWith            string           `json:"unwrapWith,omitempty"`
+	IsOwner               bool             `json:"isOwner"` // this store holds the owner's private signing key
+	Guardians             []kpGuardianView `json:"guardians"`
+}
+
+// describeKP builds the view of p as this store sees it. verr is what
+// Verify said.
+func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kpView, error) {
+	entries, err := a.store().List()
+	if err != nil {
+		return kpView{}, err
+	}
+	v := kpView{File: file, Signatures: "valid", UnsupportedAlgorithms: p.UnsupportedAlgorithms(), Guardians: []kpGuardianView{}}
+	var ke *keyprotector.Error
+	if errors.As(verr, &ke) {
+		v.Problem = ke.Msg
+		switch ke.Kind {
+		case keyprotector.KindUnsupported:
+			v.Signatures = "unsupported"
+		case keyprotector.KindExpired:
+			v.Signatures = "expired"
+		default:
+			v.Signatures = "invalid"
+		}
+	} else if verr != nil {
+		return kpView{}, verr
+	}
+	for _, w := range p.Wrappings {
+		gv := kpGuardianView{
+			WrappingID: w.ID, Role: "guardian",
+			SigningSubject:       w.Signing.Subject.String(),
+			SigningThumbprint:    guardian.Thumbprint(w.Signing),
+			EncryptionThumbprint: guardian.Thumbprint(w.Encryption),
+			NotAfter:             w.Signing.NotAfter.UTC(),
+		}
+		if w.Encryption.NotAfter.Before(gv.NotAfter) {
+			gv.NotAfter = w.Encryption.NotAfter.UTC()
+		}
+		if w.ID == p.OwnerID {
+			gv.Role = "owner"
+		}
+		for _, e := range entries {
+			if !e.Broken() && w.Matches(e.Guardian) {
+				gv.LocalGuardian = e.Name
+				gv.LocalPrivateKeys = e.Meta.HasPrivateKeys
+				if e.Meta.HasPrivateKeys && verr == nil && !v.CanUnwrap {
+					v.CanUnwrap, v.UnwrapWith = true, e.Name
+				}
+				if gv.Role == "owner" && e.Meta.HasPrivateKeys {
+					v.IsOwner = true
+				}
+			}
+		}
+		v.Guardians = append(v.Guardians, gv)
+	}
+	return v, nil
+}
+
+func (a *app) printKP(v kpView) error {
+	if a.output == "json" {
+		return writeJSON(a.stdout, v)
+	}
+	status := v.Signatures
+	if v.Problem != "" {
+		status += ": " + v.Problem
+	}
+	unwrap := "no: no guardian in this store is named in it"
+	if v.CanUnwrap {
+		unwrap = "yes, with guardian " + v.UnwrapWith
+	} else if v.Signatures != "valid" {
+		unwrap = "no: the key protector does not verify"
+	}
+	if err := writeDetails(a.stdout, [][2]string{
+		{"File", v.File},
+		{"Signatures", status},
+		{"This host can unwrap", unwrap},
+		{"This host is the owner", yesNo(v.IsOwner)},
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout)
+	rows := make([][]string, 0, len(v.Guardians))
+	for _, g := range v.Guardians {
+		local := "-"
+		if g.LocalGuardian != "" {
+			local = g.LocalGuardian
+			if g.LocalPrivateKeys {
+				local += " (private keys)"
+			}
+		}
+		rows = append(rows, []string{fmt.Sprint(g.WrappingID), g.Role, g.SigningSubject, g.SigningThumbprint, g.NotAfter.Format(time.DateOnly), local})
+	}
+	return writeTable(a.stdout, []string{"ID", "ROLE", "SIGNING SUBJECT", "SIGNING THUMBPRINT", "EXPIRES", "LOCAL GUARDIAN"}, rows)
+}
+
+func newKPShowCmd(a *app) *cobra.Command {
+	var allowExpired bool
+	cmd := &cobra.Command{
+		Use:   "show FILE",
+		Short: "Show a key protector's owner and guardians, and whether this host can open it",
+		Long: `Show a key protector: its owner and guardians (subjects, thumbprints, expiry), the
+local guardian that matches each, whether this host can unwrap it and whether it
+is the owner, and whether the signatures verify.
+
+A key protector that uses algorithms guardctl does not know (as one Hyper-V wrote
+may) is still listed, with the algorithm named. Exits 0 when it could be shown
+(signatures valid, or not checkable with guardctl's algorithms), 5 when its
+signatures do not verify.`,
+		Args: exactArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := readKeyProtector(args[0])
+			if err != nil {
+				return err
+			}
+			verr := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired})
+			v, err := a.describeKP(args[0], p, verr)
+			if err != nil {
+				return err
+			}
+			if err := a.printKP(v); err != nil {
+				return err
+			}
+			if v.Signatures == "invalid" {
+				return &cliError{code: exitVerification, msg: args[0] + ": " + v.Problem}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&allowExpired, "allow-expired", false, "do not count expired guardian certificates as a problem")
+	return cmd
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"path/filepath"
+	"time"
+
+	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/spf13/cobra"
+)
+
+// unwrapResult is the JSON output of keyprotector unwrap: never the key.
+type unwrapResult struct {
+	File       string `json:"file"`
+	KeyOut     string `json:"keyOut"`
+	KeyBytes   int    `json:"keyBytes"`
+	UnwrapWith string `json:"unwrapWith"`
+}
+
+func newKPUnwrapCmd(a *app) *cobra.Command {
+	var keyOut string
+	var force, allowExpired bool
+	cmd := &cobra.Command{
+		Use:   "unwrap FILE --key-out F",
+		Short: "Write the transport key (mode 0600) with a local guardian",
+		Long: `Unwrap the key protector with a guardian of this store and write the key to F
+(mode 0600; - writes it to standard output when that is not a terminal). Every
+signature is verified first, and the key is checked against the
+TransportKeySignature. F is not overwritten without --force.`,
+		Args: exactArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyOut == "-" && isTerminalWriter(a.stdout) {
+				return usageError("refusing to write a key to a terminal; give --key-out a file")
+			}
+			if keyOut != "-" {
+				if err := refuseExisting(keyOut, force); err != nil {
+					return err
+				}
+			}
+			p, err := readKeyProtector(args[0])
+			if err != nil {
+				return err
+			}
+			if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}); err != nil {
+				return kpInFile(args[0], err)
+			}
+			ids, err := a.identities()
+			if err != nil {
+				return err
+			}
+			key, by, err := p.Unwrap(ids)
+			if err != nil {
+				return kpInFile(args[0], err)
+			}
+			if keyOut == "-" {
+				_, err := a.stdout.Write(key)
+				return err
+			}
+			if err := atomicfile.MkdirAll(filepath.Dir(keyOut)); err != nil {
+				return err
+			}
+			if _, err := atomicfile.WriteFile(keyOut, key, 0o600, atomicfile.Options{Overwrite: force, Backup: true}); err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, unwrapResult{File: args[0], KeyOut: keyOut, KeyBytes: len(key), UnwrapWith: by.Name})
+			}
+			a.note("guardctl: unwrapped %d-byte key with guardian %q into %s", len(key), by.Name, keyOut)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyOut, "key-out", "", "file to write the key to (mode 0600), or - for standard output")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite the key file, keeping a .bak backup")
+	cmd.Flags().BoolVar(&allowExpired, "allow-expired", false, "accept expired guardian certificates")
+	cmd.MarkFlagRequired("key-out")
+	return cmd
+}
