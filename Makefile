@@ -12,7 +12,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o guardctl ./cmd/guardctl
 
 # deps installs the tools the tests drive (openssl reads and writes the PFX
-# files, xmllint validates key protectors against docs/keyprotector.xsd) on Debian or Ubuntu when run as root; elsewhere it checks for them.
+# files, xmllint validates key protectors against docs/keyprotector.xsd) on
+# Debian or Ubuntu when run as root; elsewhere it checks for them.
 deps:
 	@if ! command -v openssl >/dev/null || ! command -v xmllint >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
