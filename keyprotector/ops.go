@@ -219,9 +219,9 @@ func (p *Protector) addWrapping(owner, g *guardian.Guardian, key []byte) error {
 	}
 	p.Wrappings = append(p.Wrappings, &Wrapping{
 		ID: id, Signing: g.Signing, Encryption: g.Encryption, ParentID: parent,
-		SigningCertSig:        Signature{AlgRSASHA256, sigSig},
-		EncryptionCertSig:     Signature{AlgRSASHA256, encSig},
-		KeyAlgorithm:          AlgRSAOAEP, KeyDigest: AlgSHA256, KeyMGF: AlgMGF1SHA256,
+		SigningCertSig:    Signature{AlgRSASHA256, sigSig},
+		EncryptionCertSig: Signature{AlgRSASHA256, encSig},
+		KeyAlgorithm:      AlgRSAOAEP, KeyDigest: AlgSHA256, KeyMGF: AlgMGF1SHA256,
 		EncryptedTransportKey: wrapped,
 	})
 	return nil

@@ -48,11 +48,11 @@ type Wrapping struct {
 	Encryption *x509.Certificate
 	// ParentID is the wrapping whose signing key signed this wrapping's
 	// signing certificate: the owner's own ID for the owner.
-	ParentID             uint32
-	SigningCertSig       Signature
-	EncryptionCertSig    Signature
-	KeyAlgorithm         string // the EncryptedData algorithm URI
-	KeyDigest, KeyMGF    string // its parameters
+	ParentID              uint32
+	SigningCertSig        Signature
+	EncryptionCertSig     Signature
+	KeyAlgorithm          string // the EncryptedData algorithm URI
+	KeyDigest, KeyMGF     string // its parameters
 	EncryptedTransportKey []byte
 }
 
