@@ -73,15 +73,17 @@ kept as a .bak backup.`,
 				return withHint(fmt.Errorf("guardian %q is broken: %s", name, e.Problem), exitFailure,
 					"'guardctl store check' shows what is wrong; restore the guardian from a backup")
 			}
-			if !e.Meta.HasPrivateKeys {
-				return withHint(fmt.Errorf("guardian %q has no private keys in this store", name), exitFailure,
-					"export it on the host that holds its private keys")
-			}
 			if err := atomicfile.MkdirAll(dir); err != nil {
 				return err
 			}
+			// A public-only guardian re-exports its public file with the
+			// signature it was imported with; a PFX pair needs private keys.
 			if public {
 				return a.exportPublic(e.Guardian, dir, force)
+			}
+			if !e.Meta.HasPrivateKeys {
+				return withHint(fmt.Errorf("guardian %q has no private keys in this store", name), exitFailure,
+					"export it on the host that holds its private keys")
 			}
 			return a.exportPFX(e, dir, legacy, force, &pw)
 		},

@@ -157,12 +157,7 @@ parallel; each is replaced atomically and its previous version kept as a .bak
 backup unless --no-backup. guardctl asks first; --yes confirms.`,
 		Example: `  guardctl kp grant vm1.kp --guardian host-b --yes
   guardctl kp grant /srv/vms/*.kp --guardian new-cluster-node --yes --no-backup`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return &cliError{code: exitUsage, msg: "missing FILE", hint: "usage: " + cmd.UseLine()}
-			}
-			return nil
-		},
+		Args: atLeastOneArg("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args) },
 	}
 	c.register(cmd, a)
@@ -178,14 +173,19 @@ func newKPRevokeCmd(a *app) *cobra.Command {
 removed). It needs the owner's private signing key. The transport key stays the
 same: a revoked host that kept the key or an old copy of the file still knows it
 (for vTPM bundles, 'guardctl vtpm revoke --rotate' changes the key).`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return &cliError{code: exitUsage, msg: "missing FILE", hint: "usage: " + cmd.UseLine()}
-			}
-			return nil
-		},
+		Args: atLeastOneArg("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args) },
 	}
 	c.register(cmd, a)
 	return cmd
+}
+
+// atLeastOneArg requires one or more positional arguments, named name.
+func atLeastOneArg(name string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return &cliError{code: exitUsage, msg: "missing " + name, hint: "usage: " + cmd.UseLine()}
+		}
+		return nil
+	}
 }
