@@ -1,0 +1,6 @@
+//go:build !unix
+
+package vtpm
+
+// lockHeld cannot be asked on this platform; swtpm does not run here.
+func lockHeld(string) (bool, error) { return false, nil }
