@@ -12,13 +12,14 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o guardctl ./cmd/guardctl
 
 # deps installs the tools the tests drive (openssl reads and writes the PFX
-# files, xmllint validates key protectors against docs/keyprotector.xsd) on
-# Debian or Ubuntu when run as root; elsewhere it checks for them.
+# files, xmllint validates key protectors against docs/keyprotector.xsd, swtpm
+# and tpm2-tools read vTPM state back) on Debian or Ubuntu when run as root;
+# elsewhere it checks for them.
 deps:
-	@if ! command -v openssl >/dev/null || ! command -v xmllint >/dev/null; then \
+	@if ! command -v openssl >/dev/null || ! command -v xmllint >/dev/null || ! command -v swtpm >/dev/null || ! command -v tpm2_nvread >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl libxml2-utils >/dev/null; \
-		else echo "install openssl and xmllint (libxml2-utils): the tests need them" >&2; exit 1; fi; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl libxml2-utils swtpm swtpm-tools tpm2-tools iproute2 >/dev/null; \
+		else echo "install openssl, xmllint (libxml2-utils), swtpm, swtpm-tools and tpm2-tools: the tests need them" >&2; exit 1; fi; \
 	fi
 
 unit:

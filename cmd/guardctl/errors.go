@@ -11,6 +11,7 @@ import (
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/guardctl/guardctl/vtpm"
 )
 
 // Exit codes. They are part of the command-line contract (docs/cli.md).
@@ -85,7 +86,17 @@ func classify(err error) (int, string) {
 		}
 		return exitVerification, ""
 	}
-	if strings.HasPrefix(err.Error(), "required flag(s)") {
+	var ve *vtpm.Error
+	if errors.As(err, &ve) {
+		if ve.Kind == vtpm.KindKey {
+			return exitVerification, "the key or passphrase must be the one swtpm was started with; a passphrase file is used byte for byte, trailing newline included"
+		}
+		return exitVerification, ""
+	}
+	if errors.Is(err, vtpm.ErrInUse) {
+		return exitFailure, "shut the VM (and its swtpm) down first"
+	}
+	if strings.HasPrefix(err.Error(), "required flag(s)") || strings.HasPrefix(err.Error(), "if any flags in the group") {
 		return exitUsage, ""
 	}
 	switch {

@@ -50,6 +50,9 @@ func requireTool(t *testing.T, name string) {
 func TestScripts(t *testing.T) {
 	requireTool(t, "openssl")
 	requireTool(t, "xmllint")
+	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss"} {
+		requireTool(t, tool)
+	}
 	schema, err := filepath.Abs("../../docs/keyprotector.xsd")
 	if err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	root.MarkPersistentFlagDirname("store")
 
-	root.AddCommand(newGuardianCmd(a), newKeyProtectorCmd(a), newStoreCmd(a))
+	root.AddCommand(newGuardianCmd(a), newKeyProtectorCmd(a), newVTPMCmd(a), newStoreCmd(a))
 	return root
 }
 

@@ -1,0 +1,18 @@
+//go:build unix
+
+package vtpm
+
+import (
+	"os"
+	"syscall"
+)
+
+// KeepOwner gives path the owner and group fi had (libvirt's swtpm runs as
+// tss, and a state file guardctl rewrote as root must stay readable by it).
+func KeepOwner(path string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return os.Lchown(path, int(st.Uid), int(st.Gid))
+}
