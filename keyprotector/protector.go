@@ -130,6 +130,9 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
+// About returns the same error about the named file, keeping its kind.
+func (e *Error) About(path string) error { return &Error{Kind: e.Kind, Msg: path + ": " + e.Msg} }
+
 func errorf(k Kind, format string, args ...any) error {
 	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
 }

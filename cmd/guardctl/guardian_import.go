@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -132,10 +133,12 @@ func readInput(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// inFile prefixes a guardian.Error with the file it is about, keeping its kind.
+// inFile says which file an error is about, keeping the kind of the
+// libraries' errors (guardian, keyprotector and vtpm all have About).
 func inFile(path string, err error) error {
-	if ge, ok := err.(*guardian.Error); ok {
-		return &guardian.Error{Kind: ge.Kind, Msg: path + ": " + ge.Msg}
+	var about interface{ About(string) error }
+	if errors.As(err, &about) {
+		return about.About(path)
 	}
 	return fmt.Errorf("%s: %w", path, err)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -79,18 +78,9 @@ func readKeyProtector(path string) (*keyprotector.Protector, error) {
 	}
 	p, err := keyprotector.Parse(data)
 	if err != nil {
-		return nil, kpInFile(path, err)
+		return nil, inFile(path, err)
 	}
 	return p, nil
-}
-
-// kpInFile prefixes a keyprotector.Error with its file, keeping its kind.
-func kpInFile(path string, err error) error {
-	var ke *keyprotector.Error
-	if errors.As(err, &ke) {
-		return &keyprotector.Error{Kind: ke.Kind, Msg: path + ": " + ke.Msg}
-	}
-	return fmt.Errorf("%s: %w", path, err)
 }
 
 // writeKeyProtector writes a key protector file (length prefix and XML).

@@ -126,7 +126,7 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		return fail(err)
 	}
 	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}); err != nil {
-		return fail(kpInFile(file, err))
+		return fail(inFile(file, err))
 	}
 	var out []byte
 	if c.verb == "grant" {
@@ -135,7 +135,7 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		res.Changed, out, err = p.Revoke(ids, g)
 	}
 	if err != nil {
-		return fail(kpInFile(file, err))
+		return fail(inFile(file, err))
 	}
 	if res.Changed {
 		if res.Backup, err = writeKeyProtector(file, out, true, !c.noBackup); err != nil {

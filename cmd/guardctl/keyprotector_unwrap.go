@@ -42,7 +42,7 @@ TransportKeySignature. F is not overwritten without --force.`,
 				return err
 			}
 			if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}); err != nil {
-				return kpInFile(args[0], err)
+				return inFile(args[0], err)
 			}
 			ids, err := a.identities()
 			if err != nil {
@@ -50,7 +50,7 @@ TransportKeySignature. F is not overwritten without --force.`,
 			}
 			key, by, err := p.Unwrap(ids)
 			if err != nil {
-				return kpInFile(args[0], err)
+				return inFile(args[0], err)
 			}
 			if keyOut == "-" {
 				_, err := a.stdout.Write(key)

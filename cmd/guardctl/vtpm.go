@@ -76,17 +76,9 @@ func readState(path string) (string, []byte, vtpm.Info, error) {
 	}
 	info, err := vtpm.Inspect(blob)
 	if err != nil {
-		return "", nil, vtpm.Info{}, vtpmInFile(p, err)
+		return "", nil, vtpm.Info{}, inFile(p, err)
 	}
 	return p, blob, info, nil
-}
-
-func vtpmInFile(path string, err error) error {
-	var ve *vtpm.Error
-	if errors.As(err, &ve) {
-		return &vtpm.Error{Kind: ve.Kind, Msg: path + ": " + ve.Msg}
-	}
-	return fmt.Errorf("%s: %w", path, err)
 }
 
 // checkResultView is the JSON output of vtpm check.
@@ -121,7 +113,7 @@ key was given), 5 when it does not.`,
 					return err
 				}
 				if _, err := vtpm.Decrypt(blob, key); err != nil {
-					return vtpmInFile(p, err)
+					return inFile(p, err)
 				}
 				res.KeyChecked = true
 			}
@@ -200,7 +192,7 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			}
 			state, err := vtpm.Decrypt(blob, oldKey)
 			if err != nil {
-				return vtpmInFile(p, err)
+				return inFile(p, err)
 			}
 			newKey, err := next.key(bits)
 			if err != nil {
