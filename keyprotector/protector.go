@@ -11,7 +11,7 @@ package keyprotector
 
 import (
 	"crypto/x509"
-	"fmt"
+	"github.com/guardctl/guardctl/internal/fault"
 )
 
 // Namespace is the [MS-KPS] Protector namespace.
@@ -123,16 +123,6 @@ const (
 )
 
 // Error is every error this package returns about a key protector.
-type Error struct {
-	Kind Kind
-	Msg  string
-}
+type Error = fault.Error[Kind]
 
-func (e *Error) Error() string { return e.Msg }
-
-// About returns the same error about the named file, keeping its kind.
-func (e *Error) About(path string) error { return &Error{Kind: e.Kind, Msg: path + ": " + e.Msg} }
-
-func errorf(k Kind, format string, args ...any) error {
-	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
-}
+func errorf(k Kind, format string, args ...any) error { return fault.New(k, format, args...) }

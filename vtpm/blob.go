@@ -14,7 +14,7 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
+	"github.com/guardctl/guardctl/internal/fault"
 	"strings"
 )
 
@@ -300,16 +300,6 @@ const (
 )
 
 // Error is every error this package returns about its input.
-type Error struct {
-	Kind Kind
-	Msg  string
-}
+type Error = fault.Error[Kind]
 
-func (e *Error) Error() string { return e.Msg }
-
-// About returns the same error about the named file, keeping its kind.
-func (e *Error) About(path string) error { return &Error{Kind: e.Kind, Msg: path + ": " + e.Msg} }
-
-func errorf(k Kind, format string, args ...any) error {
-	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
-}
+func errorf(k Kind, format string, args ...any) error { return fault.New(k, format, args...) }
