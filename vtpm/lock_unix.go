@@ -14,7 +14,7 @@ import (
 // write lock on path: an open-file-description query, which sees the
 // classic record locks swtpm takes and does not drop this process's own.
 func lockHeld(path string) (bool, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -22,6 +22,8 @@ func lockHeld(path string) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
+	// A read-lock query sees any write lock; opened read-only so that a
+	// state owned by another user can still be asked about.
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
 	if err := unix.FcntlFlock(f.Fd(), unixOFDGetLk, &lk); err != nil {
 		return false, err

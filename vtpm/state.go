@@ -2,43 +2,159 @@ package vtpm
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 )
 
-// PermallName is the file swtpm keeps a TPM 2.0's permanent state in.
-const PermallName = "tpm2-00.permall"
+// Layout is how a state is kept on disk.
+type Layout string
 
-// StatePath resolves what the user named: a swtpm state directory (its
-// tpm2-00.permall) or a state file itself.
-func StatePath(path string) (string, error) {
+const (
+	// LayoutDir is swtpm's directory backend (--tpmstate dir=), as libvirt
+	// keeps it: tpm2-00.permall and, after a suspend, tpm2-00.volatilestate.
+	LayoutDir Layout = "dir"
+	// LayoutLinear is swtpm's linear file backend (backend-uri=file://), as
+	// Proxmox keeps it.
+	LayoutLinear Layout = "linear"
+	// LayoutBlob is a single state blob file (a tpm2-00.permall on its own).
+	LayoutBlob Layout = "blob"
+)
+
+// State is a TPM 2.0 state as swtpm keeps it, read into memory.
+type State struct {
+	Path   string
+	Layout Layout
+	// Blobs holds swtpm's blobs by state name: permall, and volatilestate
+	// or savestate when present.
+	Blobs map[string][]byte
+	// Size is the linear file's size, kept when it is written again.
+	Size int
+}
+
+// dirFile is the file the directory backend keeps a TPM 2.0 blob in.
+func dirFile(name string) string { return "tpm2-00." + name }
+
+// PermallName is the file swtpm keeps a TPM 2.0's permanent state in.
+var PermallName = dirFile("permall")
+
+// ReadState reads the state at path: a swtpm state directory, a linear
+// state file, or a single blob file. A missing or empty state, and TPM 1.2
+// state, are refused with what to do.
+func ReadState(path string) (*State, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if !fi.IsDir() {
-		return path, nil
+	if fi.IsDir() {
+		return readDir(path)
 	}
-	p := filepath.Join(path, PermallName)
-	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-		if _, err12 := os.Stat(filepath.Join(path, "tpm-00.permall")); err12 == nil {
-			return "", errorf(KindUnsupported, "%s holds TPM 1.2 state (tpm-00.permall); guardctl handles TPM 2.0 state", path)
+	if fi.Size() > MaxBlobSize {
+		return nil, errorf(KindInvalid, "%s is %d bytes, more than a vTPM state may be (%d)", path, fi.Size(), MaxBlobSize)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if isLinear(data) {
+		blobs, err := parseLinear(data)
+		if err != nil {
+			return nil, err
 		}
-		return "", errorf(KindInvalid, "%s holds no %s: it is not a swtpm TPM 2.0 state directory, or the TPM was never set up", path, PermallName)
-	} else if err != nil {
-		return "", err
+		if len(blobs) == 0 || len(blobs["permall"]) == 0 {
+			return nil, errorf(KindInvalid, "the linear state file %s holds no TPM state yet: the TPM was never set up (swtpm_setup), or the state was lost", path)
+		}
+		return &State{Path: path, Layout: LayoutLinear, Blobs: blobs, Size: len(data)}, nil
 	}
-	return p, nil
+	if len(data) == 0 {
+		return nil, errorf(KindInvalid, "%s is empty: there is no TPM state to carry", path)
+	}
+	return &State{Path: path, Layout: LayoutBlob, Blobs: map[string][]byte{"permall": data}}, nil
+}
+
+func readDir(dir string) (*State, error) {
+	s := &State{Path: dir, Layout: LayoutDir, Blobs: map[string][]byte{}}
+	for _, name := range []string{"permall", "volatilestate", "savestate"} {
+		data, err := os.ReadFile(filepath.Join(dir, dirFile(name)))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(data) > MaxBlobSize {
+			return nil, errorf(KindInvalid, "%s is larger than %d bytes", dirFile(name), MaxBlobSize)
+		}
+		s.Blobs[name] = data
+	}
+	if len(s.Blobs["permall"]) > 0 {
+		return s, nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tpm-00.permall")); err == nil {
+		return nil, errorf(KindUnsupported, "%s holds TPM 1.2 state (tpm-00.permall); guardctl carries TPM 2.0 state only", dir)
+	}
+	return nil, errorf(KindInvalid, "%s holds no %s: the TPM was never set up, or its state is not here (libvirt would make a new TPM and the guest would lose its sealed secrets)", dir, PermallName)
+}
+
+// HasVolatile reports whether the state holds volatile state (written by a
+// suspend, or swtpm_ioctl -v) that swtpm would resume from at its next start.
+func (s *State) HasVolatile() bool { return len(s.Blobs["volatilestate"]) > 0 }
+
+// Names are the state's blob names, sorted.
+func (s *State) Names() []string {
+	var out []string
+	for n := range s.Blobs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Files returns what is written to disk for blobs in this state's layout:
+// file name (relative to Path for a directory; "" for the file itself) to
+// bytes.
+func (s *State) Files(blobs map[string][]byte) map[string][]byte {
+	switch s.Layout {
+	case LayoutDir:
+		out := map[string][]byte{}
+		for n, b := range blobs {
+			out[dirFile(n)] = b
+		}
+		return out
+	case LayoutLinear:
+		return map[string][]byte{"": buildLinear(blobs, s.Size)}
+	default:
+		return map[string][]byte{"": blobs["permall"]}
+	}
+}
+
+// Transform applies f to every blob, returning the new blobs; nothing is
+// written.
+func (s *State) Transform(f func(name string, blob []byte) ([]byte, error)) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, n := range s.Names() {
+		b, err := f(n, s.Blobs[n])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		out[n] = b
+	}
+	return out, nil
 }
 
 // ErrInUse is returned when a running swtpm holds the state directory's lock.
 var ErrInUse = errors.New("a running swtpm is using the state")
 
-// CheckNotInUse fails with ErrInUse when a process holds swtpm's lock on
-// dir/.lock (swtpm takes a POSIX record lock there while it runs).
-func CheckNotInUse(dir string) error {
-	locked, err := lockHeld(filepath.Join(dir, ".lock"))
+// CheckNotInUse fails with ErrInUse when a process holds a lock on the
+// state: swtpm's lock file in a state directory, or the linear file itself.
+func (s *State) CheckNotInUse() error {
+	lock := filepath.Join(s.Path, ".lock")
+	if s.Layout != LayoutDir {
+		lock = s.Path
+	}
+	locked, err := lockHeld(lock)
 	if err != nil || !locked {
 		return err
 	}

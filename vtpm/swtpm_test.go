@@ -246,18 +246,22 @@ func TestLockDetection(t *testing.T) {
 	if out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", dir, "--pcr-banks", "sha256").CombinedOutput(); err != nil {
 		t.Fatalf("swtpm_setup: %v\n%s", err, out)
 	}
-	if err := CheckNotInUse(dir); err != nil {
+	st, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CheckNotInUse(); err != nil {
 		t.Fatalf("idle state reported in use: %v", err)
 	}
 	p, err := startSwtpm(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckNotInUse(dir); !errors.Is(err, ErrInUse) {
+	if err := st.CheckNotInUse(); !errors.Is(err, ErrInUse) {
 		t.Errorf("running swtpm not detected: %v", err)
 	}
 	p.stop()
-	if err := CheckNotInUse(dir); err != nil {
+	if err := st.CheckNotInUse(); err != nil {
 		t.Errorf("stopped swtpm still reported: %v", err)
 	}
 }

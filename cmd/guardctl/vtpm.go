@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/vtpm"
@@ -61,34 +64,42 @@ func (f *stateKeyFlags) key(bits int) (vtpm.Key, error) {
 	return nil, nil
 }
 
-// readState resolves and reads a state, returning its path and info.
-func readState(path string) (string, []byte, vtpm.Info, error) {
-	p, err := vtpm.StatePath(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return "", nil, vtpm.Info{}, &cliError{code: exitNotFound, msg: err.Error()}
+// readState reads a state (directory, linear file or blob file).
+func readState(path string) (*vtpm.State, error) {
+	st, err := vtpm.ReadState(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, &cliError{code: exitNotFound, msg: err.Error()}
+	}
+	return st, err
+}
+
+// stateInfo inspects every blob of a state and checks they agree on their
+// encryption (swtpm uses one key for all of a TPM's blobs).
+func stateInfo(st *vtpm.State) (vtpm.Info, error) {
+	var first vtpm.Info
+	for i, n := range st.Names() {
+		info, err := vtpm.Inspect(st.Blobs[n])
+		if err != nil {
+			return vtpm.Info{}, inFile(st.Path, fmt.Errorf("%s: %w", n, err))
 		}
-		return "", nil, vtpm.Info{}, err
+		if i == 0 {
+			first = info
+		} else if info.Encrypted != first.Encrypted || info.KeyBits != first.KeyBits {
+			return vtpm.Info{}, usageError("%s: its state blobs are encrypted differently", st.Path)
+		}
 	}
-	blob, err := readInput(p, vtpm.MaxBlobSize)
-	if err != nil {
-		return "", nil, vtpm.Info{}, err
-	}
-	info, err := vtpm.Inspect(blob)
-	if err != nil {
-		return "", nil, vtpm.Info{}, inFile(p, err)
-	}
-	return p, blob, info, nil
+	return first, nil
 }
 
 // checkResultView is the JSON output of vtpm check.
 type checkResultView struct {
-	Path       string `json:"path"`
-	Version    int    `json:"version"`
-	Encrypted  bool   `json:"encrypted"`
-	KeyBits    int    `json:"keyBits,omitempty"`
-	KeyChecked bool   `json:"keyChecked"`
-	Size       int    `json:"size"`
+	Path       string   `json:"path"`
+	Layout     string   `json:"layout"` // dir, linear or blob
+	Blobs      []string `json:"blobs"`  // permall, volatilestate, savestate
+	Version    int      `json:"version"`
+	Encrypted  bool     `json:"encrypted"`
+	KeyBits    int      `json:"keyBits,omitempty"`
+	KeyChecked bool     `json:"keyChecked"`
 }
 
 func newVTPMCheckCmd(a *app) *cobra.Command {
@@ -102,18 +113,22 @@ passphrase, whether it opens the state. Exits 0 when the key opens it (or when n
 key was given), 5 when it does not.`,
 		Args: exactArgs("STATE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, blob, info, err := readState(args[0])
+			st, err := readState(args[0])
 			if err != nil {
 				return err
 			}
-			res := checkResultView{Path: p, Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits, Size: info.Size}
+			info, err := stateInfo(st)
+			if err != nil {
+				return err
+			}
+			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits}
 			if k.given() {
 				key, err := k.key(max(info.KeyBits, 256))
 				if err != nil {
 					return err
 				}
-				if _, err := vtpm.Decrypt(blob, key); err != nil {
-					return inFile(p, err)
+				if _, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) }); err != nil {
+					return inFile(st.Path, err)
 				}
 				res.KeyChecked = true
 			}
@@ -124,7 +139,10 @@ key was given), 5 when it does not.`,
 			if info.Encrypted {
 				enc = fmt.Sprintf("encrypted, AES-%d-CBC", info.KeyBits)
 			}
-			pairs := [][2]string{{"State", p}, {"Format", fmt.Sprintf("swtpm blob version %d, %d bytes", info.Version, info.Size)}, {"Encryption", enc}}
+			pairs := [][2]string{{"State", st.Path}, {"Layout", fmt.Sprintf("%s (%s), swtpm blob version %d", st.Layout, strings.Join(st.Names(), ", "), info.Version)}, {"Encryption", enc}}
+			if st.HasVolatile() {
+				pairs = append(pairs, [2]string{"Volatile state", "present: swtpm resumes from it at its next start"})
+			}
 			switch {
 			case res.KeyChecked:
 				pairs = append(pairs, [2]string{"Key", "opens the state"})
@@ -140,10 +158,10 @@ key was given), 5 when it does not.`,
 
 // rekeyResult is the JSON output of vtpm rekey.
 type rekeyResult struct {
-	Path      string `json:"path"`
-	Encrypted bool   `json:"encrypted"`
-	KeyBits   int    `json:"keyBits,omitempty"`
-	Backup    string `json:"backup"`
+	Path      string   `json:"path"`
+	Encrypted bool     `json:"encrypted"`
+	KeyBits   int      `json:"keyBits,omitempty"`
+	Backups   []string `json:"backups"`
 }
 
 func newVTPMRekeyCmd(a *app) *cobra.Command {
@@ -179,44 +197,49 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			if bits == 0 {
 				return usageError("unknown --cipher %q (want aes-128-cbc or aes-256-cbc)", cipherName)
 			}
-			p, blob, info, err := readState(args[0])
+			st, err := readState(args[0])
 			if err != nil {
 				return err
 			}
-			if err := vtpm.CheckNotInUse(filepath.Dir(p)); err != nil {
-				return withHint(fmt.Errorf("%s: %w", p, err), exitFailure, "shut the VM (and its swtpm) down first")
+			info, err := stateInfo(st)
+			if err != nil {
+				return err
+			}
+			if err := st.CheckNotInUse(); err != nil {
+				return withHint(fmt.Errorf("%s: %w", st.Path, err), exitFailure, "shut the VM (and its swtpm) down first")
 			}
 			oldKey, err := old.key(max(info.KeyBits, 128))
 			if err != nil {
 				return err
 			}
-			state, err := vtpm.Decrypt(blob, oldKey)
-			if err != nil {
-				return inFile(p, err)
-			}
 			newKey, err := next.key(bits)
 			if err != nil {
 				return err
 			}
-			out, err := vtpm.Encrypt(state, newKey)
+			// Everything is decrypted, re-encrypted and read back in memory
+			// before anything is written.
+			blobs, err := st.Transform(func(_ string, b []byte) ([]byte, error) {
+				state, err := vtpm.Decrypt(b, oldKey)
+				if err != nil {
+					return nil, err
+				}
+				out, err := vtpm.Encrypt(state, newKey)
+				if err != nil {
+					return nil, err
+				}
+				if back, err := vtpm.Decrypt(out, newKey); err != nil || !bytes.Equal(back, state) {
+					return nil, fmt.Errorf("the re-encrypted state does not read back")
+				}
+				return out, nil
+			})
+			if err != nil {
+				return inFile(st.Path, err)
+			}
+			backup, err := writeStateFiles(st, blobs)
 			if err != nil {
 				return err
 			}
-			if back, err := vtpm.Decrypt(out, newKey); err != nil || string(back) != string(state) {
-				return fmt.Errorf("the re-encrypted state does not read back; nothing was written")
-			}
-			fi, err := os.Stat(p)
-			if err != nil {
-				return err
-			}
-			backup, err := atomicfile.WriteFile(p, out, fi.Mode().Perm(), atomicfile.Options{Overwrite: true, Backup: true})
-			if err != nil {
-				return err
-			}
-			if err := vtpm.KeepOwner(p, fi); err != nil {
-				return fmt.Errorf("%s was re-keyed but its owner could not be kept: %w", p, err)
-			}
-			res := rekeyResult{Path: p, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, Backup: backup}
+			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, Backups: backup}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
 			}
@@ -224,7 +247,7 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			if newKey != nil {
 				what = fmt.Sprintf("AES-%d-CBC under the new key", len(newKey)*8)
 			}
-			a.note("guardctl: re-encrypted %s as %s; the previous file is %s", p, what, backup)
+			a.note("guardctl: re-encrypted %s as %s; the previous files are kept as %s", st.Path, what, strings.Join(backup, ", "))
 			return nil
 		},
 	}
@@ -233,4 +256,35 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 	cmd.Flags().BoolVar(&toPlain, "to-plain", false, "write the state unencrypted")
 	cmd.Flags().StringVar(&cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)")
 	return cmd
+}
+
+// writeStateFiles writes blobs in the state's layout, each file atomically
+// with a backup of the old one and the old file's mode and owner.
+func writeStateFiles(st *vtpm.State, blobs map[string][]byte) ([]string, error) {
+	files := st.Files(blobs)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var backups []string
+	for _, n := range names {
+		path := st.Path
+		if n != "" {
+			path = filepath.Join(st.Path, n)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return backups, err
+		}
+		backup, err := atomicfile.WriteFile(path, files[n], fi.Mode().Perm(), atomicfile.Options{Overwrite: true, Backup: true})
+		if err != nil {
+			return backups, err
+		}
+		backups = append(backups, backup)
+		if err := vtpm.KeepOwner(path, fi); err != nil {
+			return backups, fmt.Errorf("%s was rewritten but its owner could not be kept: %w", path, err)
+		}
+	}
+	return backups, nil
 }
