@@ -297,6 +297,8 @@ const (
 	KindKey
 	// KindUnsupported: a blob version or kind guardctl does not handle.
 	KindUnsupported
+	// KindTampered: a bundle that was changed after it was sealed.
+	KindTampered
 )
 
 // Error is every error this package returns about its input.

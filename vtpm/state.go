@@ -104,12 +104,7 @@ func (s *State) HasVolatile() bool { return len(s.Blobs["volatilestate"]) > 0 }
 
 // Names are the state's blob names, sorted.
 func (s *State) Names() []string {
-	var out []string
-	for n := range s.Blobs {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return sortedKeys(s.Blobs)
 }
 
 // Files returns what is written to disk for blobs in this state's layout:
@@ -142,6 +137,15 @@ func (s *State) Transform(f func(name string, blob []byte) ([]byte, error)) (map
 		out[n] = b
 	}
 	return out, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ErrInUse is returned when a running swtpm holds the state directory's lock.
