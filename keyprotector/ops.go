@@ -302,3 +302,25 @@ func (p *Protector) Revoke(identities []*guardian.Guardian, g *guardian.Guardian
 	out, err = p.seal(owner, key)
 	return true, out, err
 }
+
+// Members returns the owner (as the identity among identities with its
+// private keys) and the other guardians as public guardians rebuilt from
+// their wrappings, to make a new key protector for the same people.
+func (p *Protector) Members(identities []*guardian.Guardian) (*guardian.Guardian, []*guardian.Guardian, error) {
+	owner, err := p.ownerIdentity(identities)
+	if err != nil {
+		return nil, nil, err
+	}
+	var others []*guardian.Guardian
+	for _, w := range p.Wrappings {
+		if w.ID == p.OwnerID {
+			continue
+		}
+		others = append(others, &guardian.Guardian{
+			Name:    fmt.Sprintf("wrapping %d", w.ID),
+			Signing: w.Signing, Encryption: w.Encryption,
+			EncryptionCertSignature: w.EncryptionCertSig.Value,
+		})
+	}
+	return owner, others, nil
+}

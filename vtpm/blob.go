@@ -299,6 +299,8 @@ const (
 	KindUnsupported
 	// KindTampered: a bundle that was changed after it was sealed.
 	KindTampered
+	// KindNoState: there is no TPM state where one was named.
+	KindNoState
 )
 
 // Error is every error this package returns about its input.

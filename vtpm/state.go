@@ -64,12 +64,12 @@ func ReadState(path string) (*State, error) {
 			return nil, err
 		}
 		if len(blobs) == 0 || len(blobs["permall"]) == 0 {
-			return nil, errorf(KindInvalid, "the linear state file %s holds no TPM state yet: the TPM was never set up (swtpm_setup), or the state was lost", path)
+			return nil, errorf(KindNoState, "the linear state file %s holds no TPM state yet: the TPM was never set up (swtpm_setup), or the state was lost", path)
 		}
 		return &State{Path: path, Layout: LayoutLinear, Blobs: blobs, Size: len(data)}, nil
 	}
 	if len(data) == 0 {
-		return nil, errorf(KindInvalid, "%s is empty: there is no TPM state to carry", path)
+		return nil, errorf(KindNoState, "%s is empty: there is no TPM state to carry", path)
 	}
 	return &State{Path: path, Layout: LayoutBlob, Blobs: map[string][]byte{"permall": data}}, nil
 }
@@ -95,7 +95,7 @@ func readDir(dir string) (*State, error) {
 	if _, err := os.Stat(filepath.Join(dir, "tpm-00.permall")); err == nil {
 		return nil, errorf(KindUnsupported, "%s holds TPM 1.2 state (tpm-00.permall); guardctl carries TPM 2.0 state only", dir)
 	}
-	return nil, errorf(KindInvalid, "%s holds no %s: the TPM was never set up, or its state is not here (libvirt would make a new TPM and the guest would lose its sealed secrets)", dir, PermallName)
+	return nil, errorf(KindNoState, "%s holds no %s: the TPM was never set up, or its state is not here (libvirt would make a new TPM and the guest would lose its sealed secrets)", dir, PermallName)
 }
 
 // HasVolatile reports whether the state holds volatile state (written by a

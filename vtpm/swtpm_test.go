@@ -56,8 +56,19 @@ type swtpmProc struct {
 }
 
 // startSwtpm starts swtpm on dir, initialised (not-need-init,startup-clear),
-// or returns the error it exited with.
+// or returns the error it exited with. Ports taken meanwhile by another
+// test are retried.
 func startSwtpm(t *testing.T, dir string, keyArgs ...string) (*swtpmProc, error) {
+	for range 10 {
+		p, err := startSwtpmOnce(t, dir, keyArgs...)
+		if err == nil || !strings.Contains(err.Error(), "Address already in use") {
+			return p, err
+		}
+	}
+	return nil, errors.New("no free loopback ports for swtpm")
+}
+
+func startSwtpmOnce(t *testing.T, dir string, keyArgs ...string) (*swtpmProc, error) {
 	port := freePorts(t)
 	logf := filepath.Join(t.TempDir(), "swtpm.log")
 	args := append([]string{"socket", "--tpm2",
@@ -81,7 +92,15 @@ func startSwtpm(t *testing.T, dir string, keyArgs ...string) (*swtpmProc, error)
 		}
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port+1)); err == nil {
 			c.Close()
-			return p, nil
+			// The port may be another test's swtpm: ours must still be up.
+			select {
+			case err := <-p.done:
+				p.done <- err
+				msg, _ := os.ReadFile(logf)
+				return nil, fmt.Errorf("swtpm exited (%v): %s", err, strings.TrimSpace(string(msg)))
+			case <-time.After(300 * time.Millisecond):
+				return p, nil
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

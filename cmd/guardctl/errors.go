@@ -88,6 +88,9 @@ func classify(err error) (int, string) {
 	}
 	var ve *vtpm.Error
 	if errors.As(err, &ve) {
+		if ve.Kind == vtpm.KindNoState {
+			return exitNotFound, "check the path; a VM whose TPM state is lost gets a new TPM and its guest loses what it sealed"
+		}
 		if ve.Kind == vtpm.KindKey {
 			return exitVerification, "the key or passphrase must be the one swtpm was started with; a passphrase file is used byte for byte, trailing newline included"
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -113,4 +114,13 @@ func (a *app) guardiansByName(names []string, allowExpired bool) ([]*guardian.Gu
 		out = append(out, g.Public())
 	}
 	return out, nil
+}
+
+// kindOfKP is the kind of a keyprotector error, 0 for any other.
+func kindOfKP(err error) keyprotector.Kind {
+	var ke *keyprotector.Error
+	if errors.As(err, &ke) {
+		return ke.Kind
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/guardctl/guardctl/guardian"
 	"io"
 	"os"
 	"time"
@@ -12,17 +13,17 @@ import (
 
 // kpCreateFlags are the flags new and wrap share.
 type kpCreateFlags struct {
-	owner        string
-	guardians    []string
-	out          string
-	force        bool
-	allowExpired bool
+	owner         string
+	guardianNames []string
+	out           string
+	force         bool
+	allowExpired  bool
 }
 
 func (f *kpCreateFlags) register(cmd *cobra.Command, a *app) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.owner, "owner", "", "owner guardian (needs its private signing key)")
-	fl.StringArrayVar(&f.guardians, "guardian", nil, "guardian to wrap the key for as well (repeatable)")
+	fl.StringArrayVar(&f.guardianNames, "guardian", nil, "guardian to wrap the key for as well (repeatable)")
 	fl.StringVar(&f.out, "out", "", "key protector file to write")
 	fl.BoolVar(&f.force, "force", false, "overwrite FILE, keeping a .bak backup")
 	fl.BoolVar(&f.allowExpired, "allow-expired", false, "accept guardians whose certificates have expired")
@@ -32,23 +33,33 @@ func (f *kpCreateFlags) register(cmd *cobra.Command, a *app) {
 	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
 }
 
+// guardians loads the owner (which must have its private keys here) and
+// the other guardians the flags name.
+func (f *kpCreateFlags) guardians(a *app) (*guardian.Guardian, []*guardian.Guardian, error) {
+	owner, err := a.wholeGuardian(f.owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	if owner.SigningKey == nil {
+		return nil, nil, withHint(fmt.Errorf("guardian %q has no private keys in this store and cannot own a key protector", f.owner), exitNoAccess,
+			"the owner must be a guardian of this host ('guardctl guardian create' or 'guardian import --dir')")
+	}
+	if err := checkGuardianDates(owner, f.allowExpired); err != nil {
+		return nil, nil, err
+	}
+	gs, err := a.guardiansByName(f.guardianNames, f.allowExpired)
+	if err != nil {
+		return nil, nil, err
+	}
+	return owner, gs, nil
+}
+
 // create makes a key protector for key and writes it to f.out.
 func (f *kpCreateFlags) create(a *app, key []byte) error {
 	if err := refuseExisting(f.out, f.force); err != nil {
 		return err
 	}
-	owner, err := a.wholeGuardian(f.owner)
-	if err != nil {
-		return err
-	}
-	if owner.SigningKey == nil {
-		return withHint(fmt.Errorf("guardian %q has no private keys in this store and cannot own a key protector", f.owner), exitNoAccess,
-			"the owner must be a guardian of this host ('guardctl guardian create' or 'guardian import --dir')")
-	}
-	if err := checkGuardianDates(owner, f.allowExpired); err != nil {
-		return err
-	}
-	gs, err := a.guardiansByName(f.guardians, f.allowExpired)
+	owner, gs, err := f.guardians(a)
 	if err != nil {
 		return err
 	}

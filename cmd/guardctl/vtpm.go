@@ -17,13 +17,13 @@ import (
 func newVTPMCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "vtpm",
-		Short: "Check and re-key software vTPM (swtpm) state",
+		Short: "Wrap, unwrap, check and re-key software vTPM (swtpm) state",
 		Long: `Work on the state of a software vTPM as swtpm keeps it: a state directory (as
 libvirt keeps under /var/lib/libvirt/swtpm/UUID/tpm2) or a state file, plain or
 encrypted with a key (swtpm --key file=…) or a passphrase (--key pwdfile=…, and
 libvirt's vTPM secret).`,
 	}
-	cmd.AddCommand(newVTPMCheckCmd(a), newVTPMRekeyCmd(a))
+	cmd.AddCommand(newVTPMWrapCmd(a), newVTPMUnwrapCmd(a), newVTPMInspectCmd(a), newVTPMAccessCmd(a, "grant"), newVTPMAccessCmd(a, "revoke"), newVTPMCheckCmd(a), newVTPMRekeyCmd(a))
 	return cmd
 }
 

@@ -15,25 +15,39 @@ case $state in
 *.img) tpmstate="backend-uri=file://$state" ;;
 *) tpmstate="dir=$state" ;;
 esac
-port=0
-for try in 1 2 3 4 5 6 7 8 9 10 11 12; do
-	p=$(( 20000 + ( $$ * 7 + try * 131 + $(od -An -tu2 -N2 /dev/urandom) ) % 30000 ))
-	if ! ss -ltn | grep -q ":$p \|:$((p+1)) "; then port=$p; break; fi
-done
-[ $port != 0 ] || { echo "no free ports" >&2; exit 1; }
 log=$(mktemp)
-swtpm socket --tpm2 --tpmstate "$tpmstate" $keyarg --flags not-need-init,startup-clear \
-	--server type=tcp,port=$port,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port+1)),bindaddr=127.0.0.1 \
-	--log file=$log,level=1 &
-pid=$!
-trap 'swtpm_ioctl --tcp 127.0.0.1:$((port+1)) -s >/dev/null 2>&1; for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f $log' EXIT
+pid=0 port=0
+trap 'if [ $pid != 0 ]; then swtpm_ioctl --tcp 127.0.0.1:$((port+1)) -s >/dev/null 2>&1; for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; kill $pid 2>/dev/null; wait $pid 2>/dev/null; fi; rm -f $log' EXIT
+# Scripts run in parallel: a port another test took meanwhile is retried.
 up=0
-for i in $(seq 50); do
-	kill -0 $pid 2>/dev/null || { echo "swtpm exited: $(tail -2 $log)" >&2; exit 1; }
-	ss -ltn | grep -q "127.0.0.1:$((port+1)) " && { up=1; break; }
-	sleep 0.1
+for try in 1 2 3 4 5 6 7 8 9 10; do
+	port=$(( 20000 + ( $(od -An -tu2 -N2 /dev/urandom) * 2 ) % 30000 ))
+	ss -ltn | grep -q ":$port \|:$((port+1)) " && continue
+	: > $log
+	swtpm socket --tpm2 --tpmstate "$tpmstate" $keyarg --flags not-need-init,startup-clear \
+		--server type=tcp,port=$port,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port+1)),bindaddr=127.0.0.1 \
+		--log file=$log,level=1 2>>$log &
+	pid=$!
+	for i in $(seq 50); do
+		if ! kill -0 $pid 2>/dev/null; then
+			wait $pid 2>/dev/null
+			pid=0
+			grep -q "Address already in use" $log && continue 2
+			echo "swtpm exited: $(tail -2 $log)" >&2
+			exit 1
+		fi
+		if ss -ltn | grep -q "127.0.0.1:$((port+1)) "; then
+			# the listener may be another test's swtpm: ours must still be up
+			sleep 0.3
+			if kill -0 $pid 2>/dev/null; then up=1; break 2; fi
+			continue
+		fi
+		sleep 0.1
+	done
+	echo "swtpm did not start" >&2
+	exit 1
 done
-[ $up = 1 ] || { echo "swtpm did not start" >&2; exit 1; }
+[ $up = 1 ] || { echo "no free loopback ports for swtpm" >&2; exit 1; }
 export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$port"
 if [ "$op" = write ]; then
 	printf 'canary-%s' "$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')" > $rec.canary

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/guardctl/guardctl/vtpm"
+	"github.com/spf13/cobra"
+)
+
+// unwrapBundleResult is the JSON output of vtpm unwrap.
+type unwrapBundleResult struct {
+	File       string   `json:"file"`
+	To         string   `json:"to"`
+	Layout     string   `json:"layout"`
+	Files      []string `json:"files"`
+	SecretOut  string   `json:"secretOut,omitempty"`
+	Backup     string   `json:"backup,omitempty"`
+	UnwrapWith string   `json:"unwrapWith"`
+}
+
+// owner is a --chown USER[:GROUP], resolved.
+type owner struct{ uid, gid int }
+
+func parseChown(spec string) (*owner, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	u, g, _ := strings.Cut(spec, ":")
+	o := &owner{uid: -1, gid: -1}
+	if id, err := strconv.Atoi(u); err == nil {
+		o.uid = id
+	} else if uu, err := user.Lookup(u); err == nil {
+		o.uid, _ = strconv.Atoi(uu.Uid)
+		if g == "" {
+			o.gid, _ = strconv.Atoi(uu.Gid)
+		}
+	} else {
+		return nil, usageError("--chown: no user %q on this host", u)
+	}
+	if g != "" {
+		if id, err := strconv.Atoi(g); err == nil {
+			o.gid = id
+		} else if gg, err := user.LookupGroup(g); err == nil {
+			o.gid, _ = strconv.Atoi(gg.Gid)
+		} else {
+			return nil, usageError("--chown: no group %q on this host", g)
+		}
+	}
+	return o, nil
+}
+
+func (o *owner) apply(path string) error {
+	if o == nil {
+		return nil
+	}
+	return os.Lchown(path, o.uid, o.gid)
+}
+
+// versionLess compares dotted versions numerically.
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := range max(len(as), len(bs)) {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+func newVTPMUnwrapCmd(a *app) *cobra.Command {
+	var to, keyOut, passOut, chown string
+	var force, allowExpired, allowDowngrade bool
+	cmd := &cobra.Command{
+		Use:   "unwrap FILE --to PATH [--key-out F | --passphrase-out F]",
+		Short: "Unwrap a bundle with a local guardian into a state directory or file",
+		Long: `Unwrap a bundle with a guardian of this store and put the state in place: a state
+directory (PATH, as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2) or a linear
+state file. Everything is verified and decrypted in memory first; a directory is
+written in a temporary directory beside PATH and renamed into place. An existing,
+non-empty PATH is replaced only with --force, and then kept as PATH.TIME.bak.
+
+State that swtpm encrypts comes out as it went in, and its key (--key-out) or
+passphrase (--passphrase-out) is written 0600 for swtpm --key or virsh
+secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
+(libvirt's tss).`,
+		Example: `  guardctl vtpm unwrap vm1.vtpm --to /var/lib/libvirt/swtpm/$UUID/tpm2 --passphrase-out secret.bin --chown tss:tss`,
+		Args:    exactArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return usageError("--to PATH is required")
+			}
+			if keyOut != "" && passOut != "" {
+				return usageError("give --key-out or --passphrase-out, not both")
+			}
+			own, err := parseChown(chown)
+			if err != nil {
+				return err
+			}
+			b, p, err := readBundle(args[0])
+			if err != nil {
+				return err
+			}
+			m := b.Manifest
+			secretOut := keyOut + passOut
+			switch {
+			case m.StateEncryption == nil && secretOut != "":
+				return usageError("the state in %s is not encrypted by swtpm; it has no key or passphrase to write", args[0])
+			case m.StateEncryption != nil && m.StateEncryption.Secret == "key" && keyOut == "":
+				return usageError("the state is encrypted with a key (%s); say where it goes with --key-out F (0600), for swtpm --key file=F", m.StateEncryption.Cipher)
+			case m.StateEncryption != nil && m.StateEncryption.Secret == "passphrase" && passOut == "":
+				return usageError("the state is encrypted with a passphrase (%s); say where it goes with --passphrase-out F (0600), for swtpm --key pwdfile=F or virsh secret-set-value", m.StateEncryption.Cipher)
+			}
+			if local := swtpmVersion(); m.SwtpmVersion != "" && local != "" && versionLess(local, m.SwtpmVersion) && !allowDowngrade {
+				return withHint(fmt.Errorf("the state comes from swtpm %s and this host has swtpm %s: libtpms state moves to the same or a newer version", m.SwtpmVersion, local), exitUsage,
+					"upgrade swtpm and libtpms here, or pass --allow-downgrade if the source used a profile this libtpms supports")
+			}
+			dirLayout := m.Layout == vtpm.LayoutDir
+			if err := checkTarget(to, dirLayout, force); err != nil {
+				return err
+			}
+			if secretOut != "" {
+				if err := refuseExisting(secretOut, force); err != nil {
+					return err
+				}
+			}
+			if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}); err != nil {
+				return inFile(args[0], err)
+			}
+			ids, err := a.identities()
+			if err != nil {
+				return err
+			}
+			tk, by, err := p.Unwrap(ids)
+			if err != nil {
+				return inFile(args[0], err)
+			}
+			files, err := b.Open(tk)
+			if err != nil {
+				return inFile(args[0], err)
+			}
+			res := unwrapBundleResult{File: args[0], To: to, Layout: string(m.Layout), UnwrapWith: by.Name}
+			modes := map[string]fs.FileMode{}
+			for _, f := range m.Files {
+				modes[f.Name] = fs.FileMode(f.Mode).Perm()
+				if f.Name != vtpm.SecretFile {
+					res.Files = append(res.Files, f.Name)
+				}
+			}
+			if dirLayout {
+				res.Backup, err = writeStateDir(to, files, modes, own, force)
+			} else {
+				name := res.Files[0]
+				res.Backup, err = atomicfile.WriteFile(to, files[name], fileMode(modes[name]), atomicfile.Options{Overwrite: force, Backup: true})
+				if err == nil {
+					err = own.apply(to)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if secretOut != "" {
+				if err := atomicfile.MkdirAll(filepath.Dir(secretOut)); err != nil {
+					return err
+				}
+				if _, err := atomicfile.WriteFile(secretOut, files[vtpm.SecretFile], 0o600, atomicfile.Options{Overwrite: force, Backup: true}); err != nil {
+					return err
+				}
+				res.SecretOut = secretOut
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, res)
+			}
+			a.note("guardctl: unwrapped %s with guardian %q into %s", args[0], by.Name, to)
+			if res.Backup != "" {
+				a.note("guardctl: the state that was there is kept as %s", res.Backup)
+			}
+			if secretOut != "" {
+				a.note("guardctl: the state's %s is in %s (0600)", m.StateEncryption.Secret, secretOut)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "state directory (or linear state file) to create")
+	f.StringVar(&keyOut, "key-out", "", "where to write the state's swtpm key (0600)")
+	f.StringVar(&passOut, "passphrase-out", "", "where to write the state's passphrase (0600)")
+	f.StringVar(&chown, "chown", "", "give the state to USER[:GROUP] (libvirt runs swtpm as tss)")
+	f.BoolVar(&force, "force", false, "replace an existing state, keeping it as a .bak")
+	f.BoolVar(&allowExpired, "allow-expired", false, "accept expired guardian certificates")
+	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "unwrap state from a newer swtpm than this host's")
+	return cmd
+}
+
+// checkTarget refuses an existing state without force.
+func checkTarget(to string, dir, force bool) error {
+	fi, err := os.Lstat(to)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("%s is a symbolic link; refusing to write through it", to)
+	}
+	if dir != fi.IsDir() {
+		return usageError("%s exists and is not a %s", to, map[bool]string{true: "directory", false: "file"}[dir])
+	}
+	if dir {
+		if des, _ := os.ReadDir(to); len(des) == 0 {
+			return nil
+		}
+	}
+	if !force {
+		return fmt.Errorf("%s already holds a state: %w", to, atomicfile.ErrExists)
+	}
+	return nil
+}
+
+// writeStateDir writes files into a new directory beside dir and renames it
+// into place, keeping what was there as dir.TIME.bak.
+func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.FileMode, own *owner, force bool) (string, error) {
+	parent := filepath.Dir(dir)
+	if err := atomicfile.MkdirAll(parent); err != nil {
+		return "", err
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	tmp := filepath.Join(parent, atomicfile.TempPrefix+filepath.Base(dir)+"-"+hex.EncodeToString(rnd[:]))
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return "", err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return "", err
+	}
+	for name, data := range files {
+		if name == vtpm.SecretFile {
+			continue
+		}
+		p := filepath.Join(tmp, name)
+		if _, err := atomicfile.WriteFile(p, data, fileMode(modes[name]), atomicfile.Options{}); err != nil {
+			return "", err
+		}
+		if err := own.apply(p); err != nil {
+			return "", err
+		}
+	}
+	if err := own.apply(tmp); err != nil {
+		return "", err
+	}
+	var backup string
+	if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
+		if des, _ := os.ReadDir(dir); len(des) > 0 {
+			if !force {
+				return "", fmt.Errorf("%s already holds a state: %w", dir, atomicfile.ErrExists)
+			}
+			backup = fmt.Sprintf("%s.%s.bak", dir, time.Now().UTC().Format("20060102T150405Z"))
+			if err := os.Rename(dir, backup); err != nil {
+				return "", err
+			}
+		} else if err := os.Remove(dir); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return backup, err
+	}
+	ok = true
+	return backup, atomicfile.SyncDir(parent)
+}
+
+// fileMode is a state file's recorded mode, 0600 when none was recorded.
+func fileMode(m fs.FileMode) fs.FileMode {
+	if m == 0 {
+		return 0o600
+	}
+	return m
+}

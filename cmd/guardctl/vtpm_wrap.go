@@ -1,0 +1,181 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/guardctl/guardctl/vtpm"
+	"github.com/spf13/cobra"
+)
+
+// payloadNames are the bundle names of a state's files in each layout.
+func payloadFileName(layout vtpm.Layout, diskName string) string {
+	switch layout {
+	case vtpm.LayoutLinear:
+		return "state.img"
+	case vtpm.LayoutBlob:
+		return "state.blob"
+	}
+	return diskName
+}
+
+var libvirtStatePath = regexp.MustCompile(`/swtpm/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})/tpm2/?$`)
+
+// swtpmVersion is this host's swtpm version ("0.7.1"), or "" when there is
+// no swtpm here.
+func swtpmVersion() string {
+	out, err := exec.Command("swtpm", "--version").Output()
+	if err != nil {
+		return ""
+	}
+	m := regexp.MustCompile(`version (\d+(?:\.\d+)+)`).FindSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return string(m[1])
+}
+
+func newVTPMWrapCmd(a *app) *cobra.Command {
+	var kf kpCreateFlags
+	var k stateKeyFlags
+	var vmUUID, vmName, volatile string
+	cmd := &cobra.Command{
+		Use:   "wrap STATE --owner G [--guardian H]... --out FILE",
+		Short: "Wrap a swtpm state into a bundle for the guardians of the hosts that may run it",
+		Long: `Wrap a swtpm TPM 2.0 state (a state directory as libvirt keeps under
+/var/lib/libvirt/swtpm/UUID/tpm2, or a linear state file as Proxmox keeps) into one
+bundle: a key protector for the owner and the guardians, and the state files
+encrypted under its transport key. The bundle can travel over any channel; it
+reveals nothing, and any change to it is detected.
+
+State that swtpm encrypts travels with its key (--key-file) or passphrase
+(--passphrase-file, e.g. libvirt's vTPM secret value), which must open it.
+Refused while a swtpm holds the state, for a missing or empty state, and for TPM
+1.2 state. Volatile state (from a suspend) is refused unless --volatile include
+(swtpm resumes from it on the new host) or --volatile drop (a cold boot).`,
+		Example: `  guardctl vtpm wrap /var/lib/libvirt/swtpm/$UUID/tpm2 --owner UntrustedGuardian --guardian host-b \
+      --passphrase-file secret.bin --out vm1.vtpm
+  guardctl vtpm wrap /var/lib/vz/images/100/vm-100-disk-1.raw --owner pve1 --guardian pve2 --out vm100.vtpm`,
+		Args: exactArgs("STATE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if volatile != "refuse" && volatile != "include" && volatile != "drop" {
+				return usageError("--volatile is refuse, include or drop, not %q", volatile)
+			}
+			if err := refuseExisting(kf.out, kf.force); err != nil {
+				return err
+			}
+			st, err := readState(args[0])
+			if err != nil {
+				return err
+			}
+			info, err := stateInfo(st)
+			if err != nil {
+				return err
+			}
+			if err := st.CheckNotInUse(); err != nil {
+				return withHint(fmt.Errorf("%s: %w", st.Path, err), exitFailure, "shut the VM (and its swtpm) down before wrapping its state")
+			}
+			blobs := st.Blobs
+			if st.HasVolatile() {
+				switch volatile {
+				case "refuse":
+					return withHint(fmt.Errorf("%s holds volatile state (from a suspend or swtpm_ioctl -v) that swtpm would resume from", st.Path), exitUsage,
+						"pass --volatile include to carry it (the VM resumes), or --volatile drop to leave it (the VM boots cold)")
+				case "drop":
+					blobs = map[string][]byte{}
+					for n, b := range st.Blobs {
+						if n != "volatilestate" {
+							blobs[n] = b
+						}
+					}
+				}
+			}
+			m := vtpm.Manifest{CreatedAt: time.Now().UTC(), TPMVersion: "2.0", Layout: st.Layout, SwtpmVersion: swtpmVersion()}
+			if vmUUID != "" || vmName != "" {
+				m.VM = &vtpm.VM{UUID: vmUUID, Name: vmName}
+			} else if abs, err := filepath.Abs(st.Path); err == nil {
+				if u := libvirtStatePath.FindStringSubmatch(abs); u != nil {
+					m.VM = &vtpm.VM{UUID: strings.ToLower(u[1])}
+				}
+			}
+			files, modes := map[string][]byte{}, map[string]uint32{}
+			for disk, data := range st.Files(blobs) {
+				src := st.Path
+				if disk != "" {
+					src = filepath.Join(st.Path, disk)
+				}
+				fi, err := os.Stat(src)
+				if err != nil {
+					return err
+				}
+				name := payloadFileName(st.Layout, disk)
+				files[name], modes[name] = data, uint32(fi.Mode().Perm())
+			}
+			switch {
+			case info.Encrypted && !k.given():
+				return withHint(fmt.Errorf("%s is encrypted (AES-%d-CBC)", st.Path, info.KeyBits), exitUsage,
+					"give its key with --key-file or its passphrase with --passphrase-file (for libvirt, the vTPM secret's value)")
+			case !info.Encrypted && k.given():
+				return usageError("%s is not encrypted; it takes no --key-file or --passphrase-file", st.Path)
+			case info.Encrypted:
+				key, err := k.key(info.KeyBits)
+				if err != nil {
+					return err
+				}
+				if _, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) }); err != nil {
+					return inFile(st.Path, err)
+				}
+				secretPath, enc := k.keyFile, &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "key", KeyFormat: k.keyFormat}
+				if k.passphraseFile != "" {
+					secretPath, enc = k.passphraseFile, &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "passphrase"}
+				}
+				secret, err := readInput(secretPath, 1<<20)
+				if err != nil {
+					return err
+				}
+				files[vtpm.SecretFile], modes[vtpm.SecretFile] = secret, 0o600
+				m.StateEncryption = enc
+			}
+			owner, gs, err := kf.guardians(a)
+			if err != nil {
+				return err
+			}
+			tk := keyprotector.NewTransportKey()
+			p, kpXML, err := keyprotector.New(tk, owner, gs)
+			if err != nil {
+				return err
+			}
+			b, err := vtpm.Seal(m, files, modes, keyprotector.EncodeFile(kpXML), tk)
+			if err != nil {
+				return err
+			}
+			return a.writeBundle(kf.out, b, p, kf.force)
+		},
+	}
+	kf.register(cmd, a)
+	k.register(cmd, "", "the state's")
+	f := cmd.Flags()
+	f.StringVar(&vmUUID, "vm-uuid", "", "the VM's UUID, recorded in the manifest (found in a libvirt state path)")
+	f.StringVar(&vmName, "vm-name", "", "the VM's name, recorded in the manifest")
+	f.StringVar(&volatile, "volatile", "refuse", "volatile state: refuse, include or drop")
+	return cmd
+}
+
+// writeBundle writes b to path and shows it.
+func (a *app) writeBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector, force bool) error {
+	data, err := b.Marshal()
+	if err != nil {
+		return err
+	}
+	if _, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: force, Backup: true}); err != nil {
+		return err
+	}
+	return a.showBundle(path, b, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+}
