@@ -2,6 +2,9 @@ package vtpm
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
 	"errors"
 	"testing"
 )
@@ -88,4 +91,35 @@ func FuzzDecrypt(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestVersion1 reads the legacy layout: no records; encrypted, AES-CBC with a
+// zero IV over SHA-256(data) || data.
+func TestVersion1(t *testing.T) {
+	state := []byte("a legacy TPM state")
+	hdr := func(flags uint16, body []byte) []byte {
+		out := []byte{1, 1, 0, headerSize, byte(flags >> 8), byte(flags), 0, 0, 0, 0}
+		n := len(out) + len(body)
+		out[6], out[7], out[8], out[9] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+		return append(out, body...)
+	}
+	got, err := Decrypt(hdr(0, state), nil)
+	if err != nil || !bytes.Equal(got, state) {
+		t.Fatalf("plain v1: %q %v", got, err)
+	}
+	key := Key(bytes.Repeat([]byte{3}, 16))
+	sum := sha256.Sum256(state)
+	plain := append(sum[:], state...)
+	pad := len(key) - len(plain)%len(key)
+	plain = append(plain, bytes.Repeat([]byte{byte(pad)}, pad)...)
+	block, _ := aes.NewCipher(key)
+	ct := make([]byte, len(plain))
+	cipher.NewCBCEncrypter(block, make([]byte, 16)).CryptBlocks(ct, plain)
+	got, err = Decrypt(hdr(flagEncrypted, ct), key)
+	if err != nil || !bytes.Equal(got, state) {
+		t.Fatalf("encrypted v1: %q %v", got, err)
+	}
+	if _, err := Decrypt(hdr(flagEncrypted, ct), Key(bytes.Repeat([]byte{4}, 16))); kindOf(err) != KindKey {
+		t.Errorf("wrong key on v1: %v", err)
+	}
 }
