@@ -47,7 +47,73 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 		return "", err
 	}
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, TempPrefix+filepath.Base(path)+"-*")
+	var anon *os.File
+	if useAnonymous {
+		anon, _ = openAnonymous(dir)
+	}
+	if anon != nil {
+		backup, err = writeAnonymous(anon, path, data, perm, opt)
+	} else {
+		backup, err = writeNamed(path, data, perm, opt)
+	}
+	if err != nil {
+		return "", err
+	}
+	return backup, SyncDir(dir)
+}
+
+// fill writes data to f with mode perm, synced, and closes f on error.
+func fill(f *os.File, data []byte, perm fs.FileMode) error {
+	err := f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Close()
+	}
+	return err
+}
+
+// writeAnonymous fills an unnamed file and links it into place: a new file
+// is never visible half-written, and a kill leaves no temporary file behind.
+// Replacing a file needs a name for an instant: the file is linked under a
+// temporary name and renamed over the old one.
+func writeAnonymous(f *os.File, path string, data []byte, perm fs.FileMode, opt Options) (backup string, err error) {
+	if err := fill(f, data, perm); err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if !opt.Overwrite {
+		if err := linkAnonymous(f, path); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return "", fmt.Errorf("%s: %w", path, ErrExists)
+			}
+			return "", err
+		}
+		return "", nil
+	}
+	if _, statErr := os.Lstat(path); statErr == nil && opt.Backup {
+		if backup, err = keepBackup(path); err != nil {
+			return "", err
+		}
+	}
+	tmpName := filepath.Join(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-"+randomSuffix())
+	if err := linkAnonymous(f, tmpName); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		os.Remove(tmpName)
+		return "", err
+	}
+	return backup, nil
+}
+
+// writeNamed is the portable way: a named temporary file, renamed.
+func writeNamed(path string, data []byte, perm fs.FileMode, opt Options) (backup string, err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-*")
 	if err != nil {
 		return "", err
 	}
@@ -57,16 +123,7 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 			os.Remove(tmpName)
 		}
 	}()
-	if err = tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err = tmp.Sync(); err != nil {
-		tmp.Close()
+	if err = fill(tmp, data, perm); err != nil {
 		return "", err
 	}
 	if err = tmp.Close(); err != nil {
@@ -82,11 +139,17 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 	} else {
 		err = renameNoReplace(tmpName, path)
 	}
-	if err != nil {
-		return "", err
-	}
-	return backup, SyncDir(dir)
+	return backup, err
 }
+
+func randomSuffix() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// useAnonymous is turned off by tests of the portable path.
+var useAnonymous = true
 
 // link is os.Link, replaced in tests to act as a file system without hard
 // links (FAT and exFAT USB sticks, where exports often go).
@@ -134,9 +197,7 @@ func keepBackup(path string) (string, error) {
 
 // BackupName is the name a backup of path taken at t gets.
 func BackupName(path string, t time.Time) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("%s.%s-%s.bak", path, t.UTC().Format("20060102T150405Z"), hex.EncodeToString(b[:]))
+	return fmt.Sprintf("%s.%s-%s.bak", path, t.UTC().Format("20060102T150405Z"), randomSuffix()[:6])
 }
 
 // SyncDir makes a rename or creation in dir durable.

@@ -12,7 +12,8 @@ import (
 // hard links (FAT, exFAT).
 func TestWithoutHardLinks(t *testing.T) {
 	link = func(string, string) error { return &os.LinkError{Op: "link", Err: errors.ErrUnsupported} }
-	defer func() { link = os.Link }()
+	useAnonymous = false
+	defer func() { link, useAnonymous = os.Link, true }()
 	TestWriteFile(t)
 }
 

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package atomicfile
+
+import (
+	"errors"
+	"os"
+)
+
+func openAnonymous(string) (*os.File, bool) { return nil, false }
+
+func linkAnonymous(*os.File, string) error { return errors.ErrUnsupported }
