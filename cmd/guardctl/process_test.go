@@ -207,6 +207,30 @@ func crashIterations(t *testing.T) int {
 	return n
 }
 
+// runOrKill runs cmd and kills it with SIGKILL after a random delay of up
+// to maxDelay, unless it finished first. It reports whether cmd finished
+// (successfully: a failure before the kill fails the test).
+func runOrKill(t *testing.T, cmd *exec.Cmd, maxDelay time.Duration) bool {
+	t.Helper()
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s failed before it was killed: %v\n%s", strings.Join(cmd.Args[1:], " "), err, errOut.String())
+		}
+		return true
+	case <-time.After(time.Duration(rand.Int64N(int64(maxDelay)))):
+		cmd.Process.Kill()
+		return <-done == nil
+	}
+}
+
 // TestKillDuringWrites kills guardian create and guardian import with
 // SIGKILL at random moments. Afterwards store check may find leftovers of
 // the killed writes but never a broken guardian; --repair moves the
@@ -236,24 +260,10 @@ func TestKillDuringWrites(t *testing.T) {
 			cmd = guardctlCmd(t, store, "guardian", "import", name, "--password-file", pwFile,
 				"--signing", filepath.Join(pfxDir, "seed-signing.pfx"), "--encryption", filepath.Join(pfxDir, "seed-encryption.pfx"))
 		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("%s finished with an error before it was killed: %v", name, err)
-			}
+		if runOrKill(t, cmd, 40*time.Millisecond) {
 			finished[name] = true
-		case <-time.After(time.Duration(rand.IntN(40_000)) * time.Microsecond):
-			cmd.Process.Kill()
-			if err := <-done; err == nil {
-				finished[name] = true
-			} else {
-				killed++
-			}
+		} else {
+			killed++
 		}
 	}
 	t.Logf("%d runs: %d killed, %d finished", n, killed, len(finished))

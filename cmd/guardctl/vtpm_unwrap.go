@@ -96,7 +96,8 @@ func newVTPMUnwrapCmd(a *app) *cobra.Command {
 directory (PATH, as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2) or a linear
 state file. Everything is verified and decrypted in memory first; a directory is
 written in a temporary directory beside PATH and renamed into place. An existing,
-non-empty PATH is replaced only with --force, and then kept as PATH.TIME.bak.
+non-empty PATH is replaced only with --force, and then kept as
+PATH.TIME-XXXXXX.bak.
 
 State that swtpm encrypts comes out as it went in, and its key (--key-out) or
 passphrase (--passphrase-out) is written 0600 for swtpm --key or virsh
@@ -243,9 +244,19 @@ func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.File
 	if err := atomicfile.MkdirAll(parent); err != nil {
 		return "", err
 	}
+	// What a killed unwrap left beside the target was never a state in
+	// place; it holds state, so it does not stay.
+	prefix := atomicfile.TempPrefix + filepath.Base(dir) + "-"
+	if left, err := filepath.Glob(filepath.Join(parent, prefix+"*")); err == nil {
+		for _, l := range left {
+			if fi, err := os.Lstat(l); err == nil && fi.IsDir() {
+				os.RemoveAll(l)
+			}
+		}
+	}
 	var rnd [4]byte
 	rand.Read(rnd[:])
-	tmp := filepath.Join(parent, atomicfile.TempPrefix+filepath.Base(dir)+"-"+hex.EncodeToString(rnd[:]))
+	tmp := filepath.Join(parent, prefix+hex.EncodeToString(rnd[:]))
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return "", err
 	}
@@ -279,7 +290,7 @@ func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.File
 			if !force {
 				return "", fmt.Errorf("%s already holds a state: %w", dir, atomicfile.ErrExists)
 			}
-			backup = fmt.Sprintf("%s.%s.bak", dir, time.Now().UTC().Format("20060102T150405Z"))
+			backup = atomicfile.BackupName(dir, time.Now())
 			if err := os.Rename(dir, backup); err != nil {
 				return "", err
 			}
