@@ -209,3 +209,140 @@ func TestKillDuringUnwrapAndRekey(t *testing.T) {
 		cur = opened
 	}
 }
+
+// TestConcurrentMixed runs many processes doing mixed operations on one
+// store at once: the only errors are the documented "already exists" and
+// "not found", nothing is lost (every guardian ever created is live or in
+// the trash) and nothing is duplicated.
+func TestConcurrentMixed(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	names := []string{"a", "b", "c"}
+	const workers, ops = 8, 12
+	type result struct {
+		args   []string
+		code   int
+		stderr string
+	}
+	results := make(chan result, workers*ops)
+	done := make(chan struct{})
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range ops {
+				n := names[(w+i)%len(names)]
+				var args []string
+				switch (w*7 + i*3) % 5 {
+				case 0, 1:
+					args = []string{"guardian", "create", n, "--host", "h"}
+				case 2:
+					args = []string{"guardian", "remove", n, "--yes"}
+				case 3:
+					args = []string{"guardian", "restore", n}
+				default:
+					args = []string{"guardian", "list", "-o", "json"}
+				}
+				_, e, code := runGuardctl(t, store, args...)
+				results <- result{args, code, e}
+			}
+		}()
+	}
+	for range workers {
+		<-done
+	}
+	close(results)
+	created := map[string]bool{}
+	for r := range results {
+		switch r.code {
+		case 0:
+			if r.args[1] == "create" {
+				created[r.args[2]] = true
+			}
+		case exitExists, exitNotFound:
+		default:
+			t.Errorf("guardctl %s: exit %d: %s", strings.Join(r.args, " "), r.code, r.stderr)
+		}
+	}
+	mustGuardctl(t, store, "store", "check")
+	present := map[string]int{}
+	for _, v := range listed(t, store) {
+		present[v.Name]++
+		if v.Status != "ok" {
+			t.Errorf("%s: %s", v.Name, v.statusText())
+		}
+	}
+	out := mustGuardctl(t, store, "guardian", "list", "--removed", "-o", "json")
+	var removed []removedView
+	json.Unmarshal([]byte(out), &removed)
+	inTrash := map[string]bool{}
+	for _, r := range removed {
+		inTrash[r.Name] = true
+	}
+	for n := range created {
+		if present[n] == 0 && !inTrash[n] {
+			t.Errorf("guardian %s was created and is now neither live nor in the trash", n)
+		}
+		if present[n] > 1 {
+			t.Errorf("guardian %s is listed %d times", n, present[n])
+		}
+	}
+}
+
+// TestFullDisk writes to a file system of the test's own that is too small
+// (a 4 KiB tmpfs): each command fails with a clear error and changes
+// nothing. Mounting needs root, which CI has.
+func TestFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the full-disk test mounts a tmpfs and needs root, which CI runs as")
+		}
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mnt, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	store := filepath.Join(t.TempDir(), "store")
+	mustGuardctl(t, store, "guardian", "create", "g", "--host", "h")
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("pw"), 0o600)
+
+	// two PFX files do not fit in one page: neither is left
+	_, errOut, code := runGuardctl(t, store, "guardian", "export", "g", "--dir", filepath.Join(mnt, "out"), "--password-file", pw)
+	if code != exitFailure || !strings.Contains(errOut, "no space left on device") || !strings.Contains(errOut, "hint: the disk is full") {
+		t.Errorf("export to a full disk: exit %d: %s", code, errOut)
+	}
+	if left, _ := os.ReadDir(filepath.Join(mnt, "out")); len(left) != 0 {
+		t.Errorf("export to a full disk left %d files", len(left))
+	}
+
+	// a store on the full disk: create fails, the store stays clean
+	mstore := filepath.Join(mnt, "store")
+	if _, errOut, code := runGuardctl(t, mstore, "guardian", "create", "x", "--host", "h"); code != exitFailure || !strings.Contains(errOut, "no space left") {
+		t.Errorf("create on a full disk: exit %d: %s", code, errOut)
+	}
+	mustGuardctl(t, mstore, "store", "check")
+	if v := listed(t, mstore); len(v) != 0 {
+		t.Errorf("a failed create left %d guardians", len(v))
+	}
+
+	// fill the disk, then a key and a state cannot be written: nothing is
+	dir := t.TempDir()
+	kp := filepath.Join(dir, "vm.kp")
+	mustGuardctl(t, store, "kp", "new", "--owner", "g", "--out", kp)
+	filler := bytes.Repeat([]byte{0}, 64<<10)
+	os.WriteFile(filepath.Join(mnt, "filler"), filler, 0o600)
+	if _, errOut, code := runGuardctl(t, store, "kp", "unwrap", kp, "--key-out", filepath.Join(mnt, "vm.key")); code != exitFailure || !strings.Contains(errOut, "no space left") {
+		t.Errorf("unwrap to a full disk: exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "vm.key")); !os.IsNotExist(err) {
+		t.Error("a key file was left on the full disk")
+	}
+	entries, _ := os.ReadDir(mnt)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".guardctl-tmp-") {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
+	}
+}

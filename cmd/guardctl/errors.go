@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 
 	"github.com/AlecAivazis/survey/v2/terminal"
 	"github.com/guardctl/guardctl/certstore"
@@ -103,6 +104,8 @@ func classify(err error) (int, string) {
 		return exitUsage, ""
 	}
 	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return exitFailure, "the disk is full: free some space and run the command again; nothing was changed"
 	case errors.Is(err, certstore.ErrNotFound):
 		return exitNotFound, "'guardctl guardian list' shows the guardians in this store (--store or GUARDCTL_STORE selects another)"
 	case errors.Is(err, certstore.ErrExists):

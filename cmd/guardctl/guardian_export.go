@@ -135,16 +135,16 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	if legacy {
 		res.PFXEncryption = "3DES/SHA-1 (legacy), MAC HMAC-SHA1"
 	}
-	for _, f := range []struct {
-		path, role string
-		data       []byte
-		thumb      string
-	}{{sigPath, "signing", sigPFX, guardian.Thumbprint(g.Signing)}, {encPath, "encryption", encPFX, guardian.Thumbprint(g.Encryption)}} {
-		backup, err := atomicfile.WriteFile(f.path, f.data, 0o600, atomicfile.Options{Overwrite: force, Backup: true})
-		if err != nil {
-			return err
-		}
-		res.Files = append(res.Files, exportedFile{Path: f.path, Role: f.role, Thumbprint: f.thumb, Backup: backup})
+	// Both files are written in full before either is put in place: a
+	// full disk leaves neither.
+	backups, err := atomicfile.WriteFiles([]atomicfile.File{{Path: sigPath, Data: sigPFX, Perm: 0o600}, {Path: encPath, Data: encPFX, Perm: 0o600}},
+		atomicfile.Options{Overwrite: force, Backup: true})
+	if err != nil {
+		return err
+	}
+	res.Files = []exportedFile{
+		{Path: sigPath, Role: "signing", Thumbprint: guardian.Thumbprint(g.Signing), Backup: backups[0]},
+		{Path: encPath, Role: "encryption", Thumbprint: guardian.Thumbprint(g.Encryption), Backup: backups[1]},
 	}
 	return a.reportExport(res)
 }

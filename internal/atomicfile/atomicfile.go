@@ -33,17 +33,7 @@ type Options struct {
 // WriteFile writes data to path with the exact mode perm (the umask does not
 // apply). It refuses to write through a symbolic link.
 func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup string, err error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			return "", fmt.Errorf("%s is a symbolic link; refusing to write through it", path)
-		}
-		if !fi.Mode().IsRegular() {
-			return "", fmt.Errorf("%s exists and is not a regular file", path)
-		}
-		if !opt.Overwrite {
-			return "", fmt.Errorf("%s: %w", path, ErrExists)
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	if err := checkTarget(path, opt); err != nil {
 		return "", err
 	}
 	dir := filepath.Dir(path)
@@ -60,6 +50,107 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 		return "", err
 	}
 	return backup, SyncDir(dir)
+}
+
+// checkTarget refuses a symbolic link, a non-regular file, and an existing
+// file without Overwrite.
+func checkTarget(path string, opt Options) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s is a symbolic link; refusing to write through it", path)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s exists and is not a regular file", path)
+	case !opt.Overwrite:
+		return fmt.Errorf("%s: %w", path, ErrExists)
+	}
+	return nil
+}
+
+// File is one file of WriteFiles.
+type File struct {
+	Path string
+	Data []byte
+	Perm fs.FileMode
+}
+
+// WriteFiles writes several files as one change as far as a file system
+// allows: every file is written and synced in full (unnamed, or under a
+// temporary name) before any is put in place, so that a full disk or an I/O
+// error changes nothing. It returns the backups kept, in order.
+func WriteFiles(files []File, opt Options) ([]string, error) {
+	type staged struct {
+		anon *os.File
+		tmp  string
+	}
+	st := make([]staged, len(files))
+	cleanup := func() {
+		for _, s := range st {
+			if s.anon != nil {
+				s.anon.Close()
+			}
+			if s.tmp != "" {
+				os.Remove(s.tmp)
+			}
+		}
+	}
+	for i, f := range files {
+		if err := checkTarget(f.Path, opt); err != nil {
+			cleanup()
+			return nil, err
+		}
+		dir := filepath.Dir(f.Path)
+		if useAnonymous {
+			st[i].anon, _ = openAnonymous(dir)
+		}
+		if st[i].anon != nil {
+			if err := fill(st[i].anon, f.Data, f.Perm); err != nil {
+				st[i].anon = nil
+				cleanup()
+				return nil, err
+			}
+			continue
+		}
+		tmp, err := os.CreateTemp(dir, TempPrefix+filepath.Base(f.Path)+"-*")
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		st[i].tmp = tmp.Name()
+		if err := fill(tmp, f.Data, f.Perm); err != nil {
+			cleanup()
+			return nil, err
+		}
+		if err := tmp.Close(); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	backups := make([]string, len(files))
+	for i, f := range files {
+		var err error
+		if st[i].anon != nil {
+			backups[i], err = placeAnonymous(st[i].anon, f.Path, opt)
+			st[i].anon.Close()
+			st[i].anon = nil
+		} else {
+			backups[i], err = placeNamed(st[i].tmp, f.Path, opt)
+			st[i].tmp = ""
+		}
+		if err != nil {
+			cleanup()
+			return backups, err
+		}
+		if err := SyncDir(filepath.Dir(f.Path)); err != nil {
+			cleanup()
+			return backups, err
+		}
+	}
+	return backups, nil
 }
 
 // fill writes data to f with mode perm, synced, and closes f on error.
@@ -86,6 +177,11 @@ func writeAnonymous(f *os.File, path string, data []byte, perm fs.FileMode, opt 
 		return "", err
 	}
 	defer f.Close()
+	return placeAnonymous(f, path, opt)
+}
+
+// placeAnonymous links a filled unnamed file into place.
+func placeAnonymous(f *os.File, path string, opt Options) (backup string, err error) {
 	if !opt.Overwrite {
 		if err := linkAnonymous(f, path); err != nil {
 			if errors.Is(err, fs.ErrExist) {
@@ -129,15 +225,24 @@ func writeNamed(path string, data []byte, perm fs.FileMode, opt Options) (backup
 	if err = tmp.Close(); err != nil {
 		return "", err
 	}
+	return placeNamed(tmpName, path, opt)
+}
+
+// placeNamed renames a filled temporary file into place.
+func placeNamed(tmpName, path string, opt Options) (backup string, err error) {
 	if opt.Overwrite {
 		if _, statErr := os.Lstat(path); statErr == nil && opt.Backup {
 			if backup, err = keepBackup(path); err != nil {
+				os.Remove(tmpName)
 				return "", err
 			}
 		}
 		err = os.Rename(tmpName, path)
 	} else {
 		err = renameNoReplace(tmpName, path)
+	}
+	if err != nil {
+		os.Remove(tmpName)
 	}
 	return backup, err
 }
