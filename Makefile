@@ -4,7 +4,7 @@
 GO       ?= go
 TARGETS  := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
-.PHONY: all build test deps unit lint crossbuild print-targets
+.PHONY: all build test deps unit lint crossbuild print-targets fuzz bench
 
 all: build
 
@@ -36,7 +36,23 @@ crossbuild:
 		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build -trimpath -o /dev/null ./cmd/guardctl || exit 1; \
 	done
 
+# fuzz runs every fuzz target briefly (FUZZTIME each); the committed seed
+# corpora also run as ordinary tests in unit.
+FUZZTIME ?= 3s
+FUZZ_TARGETS := ./guardian:FuzzDecodePFX ./guardian:FuzzPFXStructure ./guardian:FuzzParsePublic \
+	./keyprotector:FuzzParse ./vtpm:FuzzDecrypt ./vtpm:FuzzReadBundle
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "go test -fuzz $${t#*:} $${t%:*}"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%:*}" >/dev/null || exit 1; \
+	done
+
+# bench times guardctl against the equivalent openssl pipelines and against
+# the machine's RSA-2048 bound (docs/performance.md was made with it).
+bench:
+	sh bench/compare.sh
+
 print-targets:
 	@echo $(TARGETS)
 
-test: deps lint crossbuild unit
+test: deps lint crossbuild unit fuzz

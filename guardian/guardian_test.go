@@ -17,7 +17,7 @@ import (
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
-func newTestGuardian(t *testing.T, name string) *Guardian {
+func newTestGuardian(t testing.TB, name string) *Guardian {
 	t.Helper()
 	g, err := Generate(GenerateOptions{Name: name, Host: "host"})
 	if err != nil {

@@ -76,3 +76,26 @@ func BenchmarkBatchGrant(b *testing.B) {
 	b.ReportMetric(bound, "bound-grants/s")
 	b.ReportMetric(100*rate/bound, "%-of-bound")
 }
+
+// BenchmarkNew is kp new for an owner and one guardian.
+func BenchmarkNew(b *testing.B) {
+	owner, peer := gen(b, "owner"), gen(b, "peer")
+	gs := []*guardian.Guardian{peer.Public()}
+	for b.Loop() {
+		if _, _, err := New(NewTransportKey(), owner, gs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnwrap is kp unwrap: parse, verify every signature, unwrap.
+func BenchmarkUnwrap(b *testing.B) {
+	owner, peer := gen(b, "owner"), gen(b, "peer")
+	_, xml, _ := New(NewTransportKey(), owner, []*guardian.Guardian{peer.Public()})
+	ids := []*guardian.Guardian{peer}
+	for b.Loop() {
+		if _, err := parseVerifyUnwrap(xml, ids...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

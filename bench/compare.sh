@@ -1,0 +1,97 @@
+#!/bin/sh
+# bench/compare.sh: time guardctl against the openssl command pipeline that
+# does the same work (the way a user without guardctl would do it), on this
+# machine, and print a Markdown table with the ratios; then batch grant
+# against the machine's RSA-2048 bound measured in the same run.
+#
+#   sh bench/compare.sh [ROUNDS] [BATCH]    (defaults 10 and 200)
+#
+# Needs go, openssl. Writes only into a temporary directory.
+set -eu
+ROUNDS=${1:-10}
+BATCH=${2:-200}
+here=$(cd "$(dirname "$0")/.." && pwd)
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+cd "$here"
+CGO_ENABLED=0 go build -trimpath -o "$W/guardctl" ./cmd/guardctl
+G="$W/guardctl --store $W/store"
+printf 'pw' > "$W/pw"
+
+now() { date +%s%N; }
+# per_op CMD...: mean milliseconds of ROUNDS runs of a shell snippet
+per_op() {
+	start=$(now)
+	i=0
+	while [ $i -lt "$ROUNDS" ]; do
+		sh -c "$1" >/dev/null 2>&1 || { echo "failed: $1" >&2; exit 1; }
+		i=$((i+1))
+	done
+	echo $(( ($(now) - start) / ROUNDS / 1000 ))
+}
+ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us/1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a/b }'; }
+
+$G guardian create owner --host h >/dev/null
+$G guardian create peer --host h >/dev/null
+$G guardian export owner --dir "$W/pfx" --password-file "$W/pw" >/dev/null
+O=$W/ossl
+mkdir -p "$O"
+# openssl's equivalents of a guardian: two self-signed RSA-2048 certificates
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$O/s.key" -out "$O/s.crt" -subj /CN=s -days 3650 -addext keyUsage=digitalSignature 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$O/e.key" -out "$O/e.crt" -subj /CN=e -days 3650 -addext keyUsage=keyEncipherment 2>/dev/null
+openssl pkcs12 -export -inkey "$O/s.key" -in "$O/s.crt" -out "$O/s.pfx" -passout pass:pw
+openssl pkcs12 -export -inkey "$O/e.key" -in "$O/e.crt" -out "$O/e.pfx" -passout pass:pw
+openssl rand 32 > "$O/tk"
+openssl pkey -in "$O/e.key" -pubout -out "$O/e.pub" 2>/dev/null
+openssl pkeyutl -encrypt -pubin -inkey "$O/e.pub" -in "$O/tk" -out "$O/tk.enc" -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256
+$G kp new --owner owner --guardian peer --out "$W/vm.kp" >/dev/null
+
+n=0
+row() { # name guardctl-snippet openssl-snippet
+	g=$(per_op "$2"); o=$(per_op "$3")
+	printf '| %s | %s | %s | %s |\n' "$1" "$(ms "$g")" "$(ms "$o")" "$(ratio "$g" "$o")"
+}
+
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(go version | cut -d' ' -f3), $(openssl version | cut -d' ' -f1-2)"
+echo
+echo "| operation | guardctl (ms) | openssl pipeline (ms) | ratio |"
+echo "|---|---|---|---|"
+row "guardian create (2 RSA-2048 keys, 2 certificates)" \
+	"rm -rf $W/c; $W/guardctl --store $W/c guardian create x --host h" \
+	"openssl req -x509 -newkey rsa:2048 -nodes -keyout $O/x1.key -out $O/x1.crt -subj /CN=x -days 3650 && openssl req -x509 -newkey rsa:2048 -nodes -keyout $O/x2.key -out $O/x2.crt -subj /CN=x -days 3650"
+row "guardian export (2 PFX, AES-256)" \
+	"$G guardian export owner --dir $W/e --password-file $W/pw --force" \
+	"openssl pkcs12 -export -inkey $O/s.key -in $O/s.crt -out $O/s2.pfx -passout pass:pw && openssl pkcs12 -export -inkey $O/e.key -in $O/e.crt -out $O/e2.pfx -passout pass:pw"
+row "guardian import (2 PFX)" \
+	"$G guardian import imp --dir $W/pfx --password-file $W/pw --force --signing '' --encryption '' 2>/dev/null || $G guardian import owner2 --signing $W/pfx/owner-signing.pfx --encryption $W/pfx/owner-encryption.pfx --password-file $W/pw --force" \
+	"openssl pkcs12 -in $O/s.pfx -passin pass:pw -nodes -out $O/s.pem && openssl pkcs12 -in $O/e.pfx -passin pass:pw -nodes -out $O/e.pem"
+row "kp new (owner + 1 guardian)" \
+	"$G kp new --owner owner --guardian peer --out $W/n.kp --force" \
+	"openssl rand 32 > $O/t && openssl pkeyutl -encrypt -pubin -inkey $O/e.pub -in $O/t -out $O/t1 -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl pkeyutl -encrypt -pubin -inkey $O/e.pub -in $O/t -out $O/t2 -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl dgst -sha256 -sign $O/s.key -out $O/g1 $O/s.crt && openssl dgst -sha256 -sign $O/s.key -out $O/g2 $O/e.crt && openssl dgst -sha256 -sign $O/s.key -out $O/g3 $O/t1"
+row "kp unwrap (verify, decrypt)" \
+	"$G kp unwrap $W/vm.kp --key-out $W/k --force" \
+	"openssl dgst -sha256 -verify $O/e.pub -signature $O/g1 $O/s.crt >/dev/null; openssl pkeyutl -decrypt -inkey $O/e.key -in $O/tk.enc -out $O/tk.dec -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256"
+
+# batch grant against the RSA-2048 bound
+i=0
+mkdir -p "$W/batch"
+while [ $i -lt "$BATCH" ]; do cp "$W/vm.kp" "$W/batch/$i.kp"; i=$((i+1)); done
+start=$(now)
+$G kp grant "$W"/batch/*.kp --guardian peer --yes --no-backup >/dev/null 2>&1 || true
+$G kp revoke "$W"/batch/*.kp --guardian peer --yes --no-backup >/dev/null 2>&1
+start=$(now)
+$G kp grant "$W"/batch/*.kp --guardian peer --yes --no-backup >/dev/null 2>&1
+grant_us=$(( ($(now) - start) / 1000 ))
+rate=$(awk -v n="$BATCH" -v us="$grant_us" 'BEGIN { printf "%.0f", n / (us/1e6) }')
+sign=$(openssl speed -seconds 3 -multi "$(nproc)" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $6 }' | tail -n 1)
+bound=$(awk -v s="$sign" 'BEGIN { printf "%.0f", s / 3 }')
+ossl_one=$(per_op "openssl pkeyutl -decrypt -inkey $O/e.key -in $O/tk.enc -out $O/d -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl pkeyutl -encrypt -pubin -inkey $O/e.pub -in $O/d -out $O/w -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl dgst -sha256 -sign $O/s.key -out $O/x1 $O/s.crt && openssl dgst -sha256 -sign $O/s.key -out $O/x2 $O/w")
+ossl_rate=$(awk -v us="$ossl_one" 'BEGIN { printf "%.0f", 1e6/us }')
+echo
+echo "| batch grant, $BATCH key protectors, all cores | per second |"
+echo "|---|---|"
+echo "| guardctl kp grant FILE... | $rate |"
+echo "| RSA-2048 bound (openssl speed -multi $(nproc), $sign signs/s ÷ 3 private-key operations) | $bound |"
+echo "| guardctl / bound | $(awk -v r="$rate" -v b="$bound" 'BEGIN { printf "%.0f%%", 100*r/b }') |"
+echo "| openssl pipeline, one key protector at a time | $ossl_rate |"
