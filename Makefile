@@ -55,4 +55,4 @@ bench:
 print-targets:
 	@echo $(TARGETS)
 
-test: deps lint crossbuild unit fuzz
+test: deps lint crossbuild fuzz unit
