@@ -124,3 +124,35 @@ func kindOfKP(err error) keyprotector.Kind {
 	}
 	return 0
 }
+
+// unwrapProtector verifies p (read from file) and unwraps it with this
+// store's guardians.
+func (a *app) unwrapProtector(file string, p *keyprotector.Protector, allowExpired bool) ([]byte, *guardian.Guardian, error) {
+	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}); err != nil {
+		return nil, nil, inFile(file, err)
+	}
+	ids, err := a.identities()
+	if err != nil {
+		return nil, nil, err
+	}
+	key, by, err := p.Unwrap(ids)
+	if err != nil {
+		return nil, nil, inFile(file, err)
+	}
+	return key, by, nil
+}
+
+// accessTarget loads the guardian a grant or revoke is about (public
+// parts); a grant refuses expired certificates unless allowExpired.
+func (a *app) accessTarget(name, verb string, allowExpired bool) (*guardian.Guardian, error) {
+	g, err := a.wholeGuardian(name)
+	if err != nil {
+		return nil, err
+	}
+	if verb == "grant" {
+		if err := checkGuardianDates(g, allowExpired); err != nil {
+			return nil, err
+		}
+	}
+	return g.Public(), nil
+}

@@ -40,16 +40,10 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 }
 
 func (c *kpChange) run(a *app, files []string) error {
-	g, err := a.wholeGuardian(c.guardianName)
+	g, err := a.accessTarget(c.guardianName, c.verb, c.allowExpired)
 	if err != nil {
 		return err
 	}
-	if c.verb == "grant" {
-		if err := checkGuardianDates(g, c.allowExpired); err != nil {
-			return err
-		}
-	}
-	g = g.Public()
 	ids, err := a.identities()
 	if err != nil {
 		return err

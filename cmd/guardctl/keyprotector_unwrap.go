@@ -2,10 +2,8 @@ package main
 
 import (
 	"path/filepath"
-	"time"
 
 	"github.com/guardctl/guardctl/internal/atomicfile"
-	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/spf13/cobra"
 )
 
@@ -41,16 +39,9 @@ TransportKeySignature. F is not overwritten without --force.`,
 			if err != nil {
 				return err
 			}
-			if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}); err != nil {
-				return inFile(args[0], err)
-			}
-			ids, err := a.identities()
+			key, by, err := a.unwrapProtector(args[0], p, allowExpired)
 			if err != nil {
 				return err
-			}
-			key, by, err := p.Unwrap(ids)
-			if err != nil {
-				return inFile(args[0], err)
 			}
 			if keyOut == "-" {
 				_, err := a.stdout.Write(key)

@@ -91,6 +91,23 @@ func stateInfo(st *vtpm.State) (vtpm.Info, error) {
 	return first, nil
 }
 
+// stateToChange reads a state that is about to be wrapped or rewritten:
+// refused while a swtpm runs on it.
+func stateToChange(path, doing string) (*vtpm.State, vtpm.Info, error) {
+	st, err := readState(path)
+	if err != nil {
+		return nil, vtpm.Info{}, err
+	}
+	info, err := stateInfo(st)
+	if err != nil {
+		return nil, vtpm.Info{}, err
+	}
+	if err := st.CheckNotInUse(); err != nil {
+		return nil, vtpm.Info{}, withHint(fmt.Errorf("%s: %w", st.Path, err), exitFailure, "shut the VM (and its swtpm) down before "+doing+" its state")
+	}
+	return st, info, nil
+}
+
 // checkResultView is the JSON output of vtpm check.
 type checkResultView struct {
 	Path       string   `json:"path"`
@@ -197,16 +214,9 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			if bits == 0 {
 				return usageError("unknown --cipher %q (want aes-128-cbc or aes-256-cbc)", cipherName)
 			}
-			st, err := readState(args[0])
+			st, info, err := stateToChange(args[0], "re-keying")
 			if err != nil {
 				return err
-			}
-			info, err := stateInfo(st)
-			if err != nil {
-				return err
-			}
-			if err := st.CheckNotInUse(); err != nil {
-				return withHint(fmt.Errorf("%s: %w", st.Path, err), exitFailure, "shut the VM (and its swtpm) down first")
 			}
 			oldKey, err := old.key(max(info.KeyBits, 128))
 			if err != nil {

@@ -20,16 +20,10 @@ type vtpmAccess struct {
 }
 
 func (c *vtpmAccess) run(a *app, file string) error {
-	g, err := a.wholeGuardian(c.guardianName)
+	g, err := a.accessTarget(c.guardianName, c.verb, c.allowExpired)
 	if err != nil {
 		return err
 	}
-	if c.verb == "grant" {
-		if err := checkGuardianDates(g, c.allowExpired); err != nil {
-			return err
-		}
-	}
-	g = g.Public()
 	b, p, err := readBundle(file)
 	if err != nil {
 		return err

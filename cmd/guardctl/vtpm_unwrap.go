@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/guardctl/guardctl/internal/atomicfile"
-	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 	"github.com/spf13/cobra"
 )
@@ -143,16 +142,9 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 					return err
 				}
 			}
-			if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}); err != nil {
-				return inFile(args[0], err)
-			}
-			ids, err := a.identities()
+			tk, by, err := a.unwrapProtector(args[0], p, allowExpired)
 			if err != nil {
 				return err
-			}
-			tk, by, err := p.Unwrap(ids)
-			if err != nil {
-				return inFile(args[0], err)
 			}
 			files, err := b.Open(tk)
 			if err != nil {

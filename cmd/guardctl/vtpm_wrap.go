@@ -71,16 +71,9 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			if err := refuseExisting(kf.out, kf.force); err != nil {
 				return err
 			}
-			st, err := readState(args[0])
+			st, info, err := stateToChange(args[0], "wrapping")
 			if err != nil {
 				return err
-			}
-			info, err := stateInfo(st)
-			if err != nil {
-				return err
-			}
-			if err := st.CheckNotInUse(); err != nil {
-				return withHint(fmt.Errorf("%s: %w", st.Path, err), exitFailure, "shut the VM (and its swtpm) down before wrapping its state")
 			}
 			blobs := st.Blobs
 			if st.HasVolatile() {
