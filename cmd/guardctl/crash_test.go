@@ -40,11 +40,13 @@ func timeOf(t *testing.T, cmd *exec.Cmd) time.Duration {
 	return max(time.Since(start)*6/5, 5*time.Millisecond)
 }
 
-// requireCleanStore runs store check, repairs leftovers (never a broken
-// guardian), and requires a clean store afterwards.
+// requireCleanStore runs store check, which may find leftovers of killed
+// writes but never a broken guardian (and exits 6 exactly when it finds
+// something), repairs them into lost+found (deleting nothing), and requires
+// a clean store afterwards.
 func requireCleanStore(t *testing.T, store string) {
 	t.Helper()
-	out, _, _ := runGuardctl(t, store, "store", "check", "-o", "json")
+	out, _, code := runGuardctl(t, store, "store", "check", "-o", "json")
 	var res checkResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("store check -o json: %v\n%s", err, out)
@@ -54,8 +56,15 @@ func requireCleanStore(t *testing.T, store string) {
 			t.Errorf("store check found %s %s: %s", f.Kind, f.Path, f.Detail)
 		}
 	}
+	if (len(res.Findings) > 0) != (code == exitStoreProblem) {
+		t.Errorf("store check exited %d with %d findings", code, len(res.Findings))
+	}
 	mustGuardctl(t, store, "store", "check", "--repair")
 	mustGuardctl(t, store, "store", "check")
+	moved, _ := os.ReadDir(filepath.Join(store, "lost+found"))
+	if len(moved) != len(res.Findings) {
+		t.Errorf("lost+found holds %d entries; --repair had %d leftovers to move", len(moved), len(res.Findings))
+	}
 }
 
 // TestKillDuringRemoveRestore: a guardian killed in the middle of being

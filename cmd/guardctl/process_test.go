@@ -271,29 +271,7 @@ func TestKillDuringWrites(t *testing.T) {
 		t.Fatal("no run was killed mid-way; the test proves nothing")
 	}
 
-	out, _, code := runGuardctl(t, store, "store", "check", "-o", "json")
-	var res checkResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("store check -o json: %v\n%s", err, out)
-	}
-	for _, f := range res.Findings {
-		if f.Kind != "leftover" {
-			t.Errorf("store check found %s %s: %s", f.Kind, f.Path, f.Detail)
-		}
-	}
-	if len(res.Findings) > 0 && code != exitStoreProblem || len(res.Findings) == 0 && code != 0 {
-		t.Errorf("store check exited %d with %d findings", code, len(res.Findings))
-	}
-	if _, e, code := runGuardctl(t, store, "store", "check", "--repair"); code != 0 {
-		t.Fatalf("store check --repair: exit %d: %s", code, e)
-	}
-	if _, e, code := runGuardctl(t, store, "store", "check"); code != 0 {
-		t.Fatalf("store check after --repair: exit %d: %s", code, e)
-	}
-	moved, _ := os.ReadDir(filepath.Join(store, "lost+found"))
-	if len(moved) != len(res.Findings) {
-		t.Errorf("lost+found holds %d entries; --repair had %d leftovers to move", len(moved), len(res.Findings))
-	}
+	requireCleanStore(t, store)
 	present := map[string]bool{}
 	for _, v := range listed(t, store) {
 		present[v.Name] = true
