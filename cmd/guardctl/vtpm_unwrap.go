@@ -233,8 +233,16 @@ func checkTarget(to string, dir, force bool) error {
 // into place, keeping what was there as dir.TIME.bak.
 func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.FileMode, own *owner, force bool) (string, error) {
 	parent := filepath.Dir(dir)
+	_, statErr := os.Stat(parent)
 	if err := atomicfile.MkdirAll(parent); err != nil {
 		return "", err
+	}
+	// libvirt keeps each VM's swtpm directory (the parent of tpm2) 0700 and
+	// owned by the swtpm user too: one guardctl made goes to the same owner.
+	if errors.Is(statErr, fs.ErrNotExist) {
+		if err := own.apply(parent); err != nil {
+			return "", err
+		}
 	}
 	// What a killed unwrap left beside the target was never a state in
 	// place; it holds state, so it does not stay.
