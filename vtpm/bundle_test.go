@@ -3,6 +3,7 @@ package vtpm
 import (
 	"archive/tar"
 	"bytes"
+	"github.com/guardctl/guardctl/internal/fuzzseed"
 	"io"
 	"testing"
 	"time"
@@ -134,4 +135,23 @@ func FuzzReadBundle(f *testing.F) {
 		}
 		b.Open(tk)
 	})
+}
+
+// TestWriteFuzzSeeds writes this package's committed fuzz seeds when
+// GUARDCTL_WRITE_FUZZ_SEEDS=1.
+func TestWriteFuzzSeeds(t *testing.T) {
+	if !fuzzseed.Requested() {
+		return
+	}
+	data, _ := testBundle(t)
+	if err := fuzzseed.Write("FuzzReadBundle", data); err != nil {
+		t.Fatal(err)
+	}
+	k := Key(bytes.Repeat([]byte{7}, 32))
+	for _, key := range []Key{nil, k, k[:16]} {
+		b, _ := Encrypt([]byte("a TPM state"), key)
+		if err := fuzzseed.Write("FuzzDecrypt", b); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
