@@ -3,10 +3,11 @@ package vtpm
 import (
 	"archive/tar"
 	"bytes"
-	"github.com/guardctl/guardctl/internal/fuzzseed"
 	"io"
 	"testing"
 	"time"
+
+	"github.com/guardctl/guardctl/internal/fuzzseed"
 )
 
 func testBundle(t testing.TB, tkByte ...byte) ([]byte, []byte) {
