@@ -12,10 +12,11 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"github.com/guardctl/guardctl/internal/fault"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/guardctl/guardctl/internal/fault"
 )
 
 // Guardian is a named pair of certificates with optional private keys.

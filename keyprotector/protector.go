@@ -11,6 +11,7 @@ package keyprotector
 
 import (
 	"crypto/x509"
+
 	"github.com/guardctl/guardctl/internal/fault"
 )
 

@@ -14,8 +14,9 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
-	"github.com/guardctl/guardctl/internal/fault"
 	"strings"
+
+	"github.com/guardctl/guardctl/internal/fault"
 )
 
 // The blob format of swtpm's state files (tpm2-00.permall and friends): a

@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"github.com/guardctl/guardctl/guardian"
 	"io"
 	"os"
 	"time"
 
+	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/spf13/cobra"
 )
