@@ -18,10 +18,15 @@ func newVTPMCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "vtpm",
 		Short: "Wrap, unwrap, check and re-key software vTPM (swtpm) state",
-		Long: `Work on the state of a software vTPM as swtpm keeps it: a state directory (as
-libvirt keeps under /var/lib/libvirt/swtpm/UUID/tpm2) or a state file, plain or
-encrypted with a key (swtpm --key file=…) or a passphrase (--key pwdfile=…, and
-libvirt's vTPM secret).`,
+		Long: `Move the state of a software vTPM (swtpm, as QEMU, libvirt and Proxmox use) to
+another host so that the VM starts there with the same TPM: 'wrap' seals a state
+into a bundle only the named guardians open, 'unwrap' puts it in place on a host
+holding one of them. 'check' and 'rekey' work on a state where it is.
+
+A state is a directory (as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2) or a
+linear state file (as Proxmox keeps a tpmstate volume), plain or encrypted with a
+key (swtpm --key file=…) or a passphrase (--key pwdfile=…, libvirt's vTPM
+secret). docs/vtpm.md describes the bundle and what is refused.`,
 	}
 	cmd.AddCommand(newVTPMWrapCmd(a), newVTPMUnwrapCmd(a), newVTPMInspectCmd(a), newVTPMAccessCmd(a, "grant"), newVTPMAccessCmd(a, "revoke"), newVTPMCheckCmd(a), newVTPMRekeyCmd(a))
 	return cmd
