@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
-	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 	"github.com/spf13/cobra"
@@ -60,7 +59,7 @@ func (c *vtpmAccess) run(a *app, file string) error {
 		return a.showBundle(file, b, p, nil)
 	}
 	if !c.rotate {
-		return a.writeBundleReplacing(file, b.Reseal(keyprotector.EncodeFile(kpXML)), p)
+		return a.writeBundle(file, b.Reseal(keyprotector.EncodeFile(kpXML)), true)
 	}
 	// --rotate: the payload goes under a new transport key, wrapped for
 	// those who keep access, so that a revoked guardian that kept the old
@@ -82,7 +81,7 @@ func (c *vtpmAccess) run(a *app, file string) error {
 		return err
 	}
 	tk := keyprotector.NewTransportKey()
-	rotatedP, rotatedXML, err := keyprotector.New(tk, owner, keep)
+	_, rotatedXML, err := keyprotector.New(tk, owner, keep)
 	if err != nil {
 		return err
 	}
@@ -94,25 +93,7 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err != nil {
 		return err
 	}
-	return a.writeBundleReplacing(file, rotated, rotatedP)
-}
-
-// writeBundleReplacing replaces a bundle atomically, keeping the old one.
-func (a *app) writeBundleReplacing(path string, b *vtpm.Bundle, p *keyprotector.Protector) error {
-	data, err := b.Marshal()
-	if err != nil {
-		return err
-	}
-	backup, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: true, Backup: true})
-	if err != nil {
-		return err
-	}
-	a.note("guardctl: %s updated; the previous version is %s", path, backup)
-	np, err := keyprotector.Parse(b.KeyProtector)
-	if err != nil {
-		return err
-	}
-	return a.showBundle(path, b, np, np.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+	return a.writeBundle(file, rotated, true)
 }
 
 func newVTPMAccessCmd(a *app, verb string) *cobra.Command {

@@ -141,7 +141,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 				return err
 			}
 			tk := keyprotector.NewTransportKey()
-			p, kpXML, err := keyprotector.New(tk, owner, gs)
+			_, kpXML, err := keyprotector.New(tk, owner, gs)
 			if err != nil {
 				return err
 			}
@@ -149,7 +149,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			if err != nil {
 				return err
 			}
-			return a.writeBundle(kf.out, b, p, kf.force)
+			return a.writeBundle(kf.out, b, kf.force)
 		},
 	}
 	kf.register(cmd, a)
@@ -161,13 +161,22 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 	return cmd
 }
 
-// writeBundle writes b to path and shows it.
-func (a *app) writeBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector, force bool) error {
+// writeBundle writes b to path atomically (replacing a file only with
+// overwrite, and then keeping the old one) and shows it.
+func (a *app) writeBundle(path string, b *vtpm.Bundle, overwrite bool) error {
 	data, err := b.Marshal()
 	if err != nil {
 		return err
 	}
-	if _, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: force, Backup: true}); err != nil {
+	backup, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: overwrite, Backup: true})
+	if err != nil {
+		return err
+	}
+	if backup != "" {
+		a.note("guardctl: %s written; the previous version is %s", path, backup)
+	}
+	p, err := keyprotector.Parse(b.KeyProtector)
+	if err != nil {
 		return err
 	}
 	return a.showBundle(path, b, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
