@@ -11,15 +11,23 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o guardctl ./cmd/guardctl
 
-# deps installs the tools the tests drive (openssl reads and writes the PFX
-# files, xmllint validates key protectors against docs/keyprotector.xsd, swtpm
-# and tpm2-tools read vTPM state back) on Debian or Ubuntu when run as root;
-# elsewhere it checks for them.
+# deps installs the tools the tests drive on Debian or Ubuntu when run as root,
+# and elsewhere checks for them: openssl, certtool and keytool read and write
+# PFX files; xmllint validates key protectors against docs/keyprotector.xsd;
+# swtpm and tpm2-tools read vTPM state back; wine64 runs the Windows build
+# (mingw-w64 builds its ProcessPrng shim); ansible-core runs the collection;
+# man-db reads the installed man pages.
+DEB_PACKAGES := openssl libxml2-utils swtpm swtpm-tools tpm2-tools iproute2 gnutls-bin \
+	default-jre-headless ansible-core wine64 gcc-mingw-w64-x86-64-win32 man-db
+TOOLS := openssl xmllint swtpm tpm2_nvread certtool keytool ansible-playbook wine x86_64-w64-mingw32-gcc
 deps:
-	@if ! command -v openssl >/dev/null || ! command -v xmllint >/dev/null || ! command -v swtpm >/dev/null || ! command -v tpm2_nvread >/dev/null; then \
+	@echo "== deps: checking for $(TOOLS)"
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl libxml2-utils swtpm swtpm-tools tpm2-tools iproute2 >/dev/null; \
-		else echo "install openssl, xmllint (libxml2-utils), swtpm, swtpm-tools and tpm2-tools: the tests need them" >&2; exit 1; fi; \
+			echo "== deps: apt-get install (missing:$$missing)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
+		else echo "missing:$$missing; install the Debian packages $(DEB_PACKAGES): the tests need them" >&2; exit 1; fi; \
 	fi
 
 unit:
