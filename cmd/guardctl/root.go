@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/spf13/cobra"
@@ -27,6 +28,11 @@ type app struct {
 
 func run(args []string) int {
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	return a.execute(args)
+}
+
+// execute runs one command line and returns its exit code.
+func (a *app) execute(args []string) int {
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
@@ -58,6 +64,11 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		// "kp grnat FILE --guardian H": the flag is not kp's because grnat
+		// is not a command, which is what to say.
+		if cmd.HasSubCommands() && len(cmd.Flags().Args()) > 0 {
+			return unknownCommand(cmd, cmd.Flags().Args())
+		}
 		return &cliError{code: exitUsage, msg: err.Error(), hint: fmt.Sprintf("see '%s --help'", cmd.CommandPath())}
 	})
 	pf := root.PersistentFlags()
@@ -69,7 +80,61 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 	root.MarkPersistentFlagDirname("store")
 
 	root.AddCommand(newGuardianCmd(a), newKeyProtectorCmd(a), newVTPMCmd(a), newStoreCmd(a))
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command that has subcommands (guardctl, kp,
+// completion, …) refuse an unknown one with the usage exit code and a
+// suggestion. Cobra checks only the root's and, for any other group,
+// prints its help and exits 0: a misspelled "kp grnat" in a CI step would
+// succeed having done nothing. "help TOPIC" is as strict.
+func strictGroups(c *cobra.Command) {
+	if c.Name() == "help" && c.HasParent() && c.Run != nil {
+		show := c.Run
+		c.Run = nil
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			found, rest, err := cmd.Root().Find(args)
+			if err != nil {
+				return err
+			}
+			if err := found.ValidateArgs(rest); err != nil && found.HasSubCommands() {
+				return err
+			}
+			show(cmd, args)
+			return nil
+		}
+	}
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = unknownCommand
+		c.SuggestionsMinimumDistance = 2
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+}
+
+// unknownCommand is the Args of a command group: no argument (its help),
+// or the name of one of its commands, which cobra has already taken.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	path := cmd.CommandPath()
+	if cmd.HasParent() {
+		path = cmd.Parent().CommandPath() + " " + cmd.CalledAs() // kp, as typed
+	}
+	hint := fmt.Sprintf("'%s --help' lists its commands", path)
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		for i := range s {
+			s[i] = "'" + path + " " + s[i] + "'"
+		}
+		hint = "did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return &cliError{code: exitUsage, msg: fmt.Sprintf("unknown command %q for %q", args[0], path), hint: hint}
 }
 
 // defaultStoreDir follows DESIGN §2: /var/lib/guardctl for root on Linux,
