@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
@@ -80,6 +81,10 @@ kept in the trash.`,
 					signingFile, encryptionFile = pfxNames(dir, name)
 				}
 				g, err = a.readPFXPair(name, signingFile, encryptionFile, policy, &pw)
+				var ce *cliError
+				if dir != "" && errors.As(err, &ce) && ce.code == exitNotFound {
+					ce.hint = fmt.Sprintf("with --dir, guardctl reads %s and %s, as 'guardian export' names them; give other names with --signing and --encryption", signingFile, encryptionFile)
+				}
 				origin = certstore.OriginPFX
 			}
 			if err != nil {
@@ -120,7 +125,7 @@ kept in the trash.`,
 func readInput(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &cliError{code: exitNotFound, msg: err.Error()}
+		return nil, openError(path, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
@@ -131,6 +136,15 @@ func readInput(path string, limit int64) ([]byte, error) {
 		return nil, &guardian.Error{Kind: guardian.KindInvalid, Msg: fmt.Sprintf("%s is larger than %d bytes", path, limit)}
 	}
 	return data, nil
+}
+
+// openError is the error for a file given on the command line that cannot
+// be opened: a missing one is "not found", with a hint.
+func openError(path string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return &cliError{code: exitNotFound, msg: fmt.Sprintf("%s: no such file", path), hint: "check the path (relative paths start from the current directory)"}
+	}
+	return &cliError{code: exitNotFound, msg: err.Error()}
 }
 
 // inFile says which file an error is about, keeping the kind of the

@@ -37,13 +37,13 @@ without it. guardctl asks first; --yes confirms without asking.`,
 			if err != nil {
 				return err
 			}
-			what := "public-only guardian"
+			what := fmt.Sprintf("public-only guardian %q", name)
 			if e.Meta.HasPrivateKeys {
-				what = "guardian and its private keys"
+				what = fmt.Sprintf("guardian %q and its private keys", name)
 			}
-			question := fmt.Sprintf("Move %s %q to the trash?", what, name)
+			question := fmt.Sprintf("Move %s to the trash?", what)
 			if purge {
-				question = fmt.Sprintf("Permanently delete %s %q? This cannot be undone.", what, name)
+				question = fmt.Sprintf("Permanently delete %s? This cannot be undone.", what)
 			}
 			if err := a.confirm(question, fmt.Sprintf("refusing to remove guardian %q", name)); err != nil {
 				return err

@@ -27,6 +27,7 @@ type kpFileResult struct {
 	Backup  string `json:"backup,omitempty"`
 	Error   string `json:"error,omitempty"`
 	code    int
+	err     error
 }
 
 func (c *kpChange) register(cmd *cobra.Command, a *app) {
@@ -77,11 +78,12 @@ func (c *kpChange) run(a *app, files []string) error {
 	wg.Wait()
 
 	code, failed := exitOK, 0
+	var firstErr error
 	for _, r := range results {
 		if r.Error != "" {
 			failed++
 			if code == exitOK {
-				code = r.code
+				code, firstErr = r.code, r.err
 			}
 		}
 	}
@@ -92,17 +94,29 @@ func (c *kpChange) run(a *app, files []string) error {
 	} else {
 		for _, r := range results {
 			switch {
-			case r.Error != "":
+			case r.Error != "" && len(files) > 1:
 				fmt.Fprintf(a.stderr, "guardctl: error: %s\n", r.Error)
+			case r.Error != "":
+				// one file: its error, with its hint, is the command's
 			case r.Changed:
-				a.note("guardctl: %s: %sed guardian %q", r.File, c.verb, g.Name)
+				a.note("guardctl: %s: %s guardian %q", r.File, map[string]string{"grant": "granted", "revoke": "revoked"}[c.verb], g.Name)
 			default:
 				a.note("guardctl: %s: unchanged (guardian %q %s)", r.File, g.Name, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 			}
 		}
 	}
-	if failed > 0 {
-		return &cliError{code: code, msg: fmt.Sprintf("%d of %d key protectors could not be changed; the others were", failed, len(files))}
+	switch {
+	case failed == 0:
+	case len(files) == 1:
+		return firstErr
+	case failed == len(files):
+		return &cliError{code: code, msg: fmt.Sprintf("none of the %d key protectors could be changed", len(files))}
+	default:
+		done := fmt.Sprintf("the other %d were done", len(files)-failed)
+		if len(files)-failed == 1 {
+			done = "the other one was done"
+		}
+		return &cliError{code: code, msg: fmt.Sprintf("%d of %d key protectors could not be changed; %s", failed, len(files), done)}
 	}
 	return nil
 }
@@ -112,7 +126,7 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 	res := kpFileResult{File: file}
 	fail := func(err error) kpFileResult {
 		res.code, _ = classify(err)
-		res.Error = err.Error()
+		res.Error, res.err = err.Error(), err
 		return res
 	}
 	p, err := readKeyProtector(file)

@@ -119,7 +119,7 @@ func TestConfirmThroughTerminal(t *testing.T) {
 		t.Fatal(e)
 	}
 	cmd, screen, _ := startOnTerminal(t, store, "guardian", "remove", "g")
-	screen.waitFor(`Move guardian and its private keys "g" to the trash?`)
+	screen.waitFor(`Move guardian "g" and its private keys to the trash?`)
 	screen.type_("n\r")
 	if err := cmd.Wait(); err == nil {
 		t.Fatal("guardian remove answered no exited 0")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -73,7 +74,11 @@ func (f *stateKeyFlags) key(bits int) (vtpm.Key, error) {
 func readState(path string) (*vtpm.State, error) {
 	st, err := vtpm.ReadState(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, &cliError{code: exitNotFound, msg: err.Error()}
+		msg := err.Error()
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			msg = pe.Path + ": no such file or directory"
+		}
+		return nil, &cliError{code: exitNotFound, msg: msg, hint: "check the path; a VM whose TPM state is lost gets a new TPM and its guest loses what it sealed"}
 	}
 	return st, err
 }

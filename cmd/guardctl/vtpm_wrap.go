@@ -153,6 +153,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 		},
 	}
 	kf.register(cmd, a)
+	cmd.Flags().Lookup("out").Usage = "bundle file to write"
 	k.register(cmd, "", "the state's")
 	f := cmd.Flags()
 	f.StringVar(&vmUUID, "vm-uuid", "", "the VM's UUID, recorded in the manifest (found in a libvirt state path)")
