@@ -36,7 +36,7 @@ type Finding struct {
 // flight and every temporary entry is a leftover) and, with repair, moves
 // broken entries and leftovers to lost+found and tightens permissions.
 // Nothing is ever deleted.
-func (s *Store) Check(repair bool) ([]Finding, error) {
+func (s *Dir) Check(repair bool) ([]Finding, error) {
 	if _, err := os.Stat(s.dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -131,7 +131,7 @@ func permFor(path string) fs.FileMode {
 	return 0o600
 }
 
-func (s *Store) checkPerm(path string, add func(Finding, string) error, rel func(string) string) error {
+func (s *Dir) checkPerm(path string, add func(Finding, string) error, rel func(string) string) error {
 	if runtime.GOOS == "windows" {
 		return nil // modes do not express access there; the ACLs of the store's parent do
 	}

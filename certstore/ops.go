@@ -16,16 +16,26 @@ import (
 
 // Add puts g into the store. With replace, an existing guardian of the same
 // name is moved to the trash (so it can be restored) before g takes its
-// place; without it, ErrExists. It returns the trash ID of what it replaced.
-func (s *Store) Add(g *guardian.Guardian, origin Origin, replace bool) (replacedID string, err error) {
+// place; without it, ErrExists. The Change names the trash ID of what it
+// replaced.
+func (s *Dir) Add(g *guardian.Guardian, origin Origin, replace bool) (*Change, error) {
 	if err := guardian.ValidateName(g.Name); err != nil {
-		return "", err
+		return nil, err
 	}
 	unlock, err := s.lock(true)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer unlock()
+	replacedID, err := s.add(g, origin, replace)
+	if err != nil {
+		return nil, err
+	}
+	return &Change{Entry: loadEntry(s.path(guardiansDir, g.Name), g.Name), ReplacedID: replacedID}, nil
+}
+
+// add does Add's work under the lock.
+func (s *Dir) add(g *guardian.Guardian, origin Origin, replace bool) (replacedID string, err error) {
 	live := s.path(guardiansDir, g.Name)
 	_, statErr := os.Lstat(live)
 	exists := statErr == nil
@@ -54,7 +64,7 @@ func (s *Store) Add(g *guardian.Guardian, origin Origin, replace bool) (replaced
 }
 
 // toTrash moves the live entry name to trash/ID/name; the lock is held.
-func (s *Store) toTrash(name string) (string, error) {
+func (s *Dir) toTrash(name string) (string, error) {
 	id := newID(time.Now())
 	holder := s.path(trashDir, id)
 	if err := atomicfile.MkdirAll(holder); err != nil {
@@ -72,7 +82,7 @@ func (s *Store) toTrash(name string) (string, error) {
 
 // Get reads one guardian. A broken entry is returned with its Problem set,
 // not as an error; ErrNotFound when there is no entry.
-func (s *Store) Get(name string) (*Entry, error) {
+func (s *Dir) Get(name string) (*Entry, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -89,7 +99,7 @@ func (s *Store) Get(name string) (*Entry, error) {
 }
 
 // List reads every guardian, broken ones included, sorted by name.
-func (s *Store) List() ([]*Entry, error) {
+func (s *Dir) List() ([]*Entry, error) {
 	unlock, err := s.lock(false)
 	if err != nil {
 		return nil, err
@@ -126,7 +136,7 @@ func readNames(dir string) ([]string, error) {
 // goes to the trash and Restore brings it back; the trash ID is returned.
 // With purge it is deleted: first renamed out of the live set, so a crash
 // while deleting leaves a leftover, never a half-deleted guardian.
-func (s *Store) Remove(name string, purge bool) (string, error) {
+func (s *Dir) Remove(name string, purge bool) (string, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return "", err
 	}
@@ -160,7 +170,7 @@ type Removed struct {
 }
 
 // Trash lists removed guardians, newest first.
-func (s *Store) Trash() ([]Removed, error) {
+func (s *Dir) Trash() ([]Removed, error) {
 	unlock, err := s.lock(false)
 	if err != nil {
 		return nil, err
@@ -169,7 +179,7 @@ func (s *Store) Trash() ([]Removed, error) {
 	return s.trash()
 }
 
-func (s *Store) trash() ([]Removed, error) {
+func (s *Dir) trash() ([]Removed, error) {
 	ids, err := readNames(s.path(trashDir))
 	if err != nil {
 		return nil, err
@@ -189,7 +199,7 @@ func (s *Store) trash() ([]Removed, error) {
 }
 
 // Restore brings back the most recently removed guardian called name.
-func (s *Store) Restore(name string) (*Entry, error) {
+func (s *Dir) Restore(name string) (*Change, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -218,7 +228,7 @@ func (s *Store) Restore(name string) (*Entry, error) {
 			return nil, err
 		}
 		os.Remove(holder) // only if empty
-		return loadEntry(live, name), nil
+		return &Change{Entry: loadEntry(live, name)}, nil
 	}
 	return nil, fmt.Errorf("removed guardian %q %w in the trash of %s", name, ErrNotFound, s.dir)
 }

@@ -143,7 +143,7 @@ func TestKillDuringGrantRevoke(t *testing.T) {
 
 func loadIdentities(t *testing.T, store string) []*guardian.Guardian {
 	t.Helper()
-	a := &app{storeDir: store}
+	a := &app{storeSpec: store}
 	ids, err := a.identities()
 	if err != nil || len(ids) == 0 {
 		t.Fatalf("identities: %v", err)

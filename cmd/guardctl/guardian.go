@@ -40,10 +40,11 @@ func completeGuardianNames(a *app) cobra.CompletionFunc {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		if a.storeDir == "" {
-			a.storeDir = defaultStoreDir()
+		st, err := a.store()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}
-		entries, err := a.store().List()
+		entries, err := st.List()
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}
@@ -61,10 +62,11 @@ func completeRemovedNames(a *app) cobra.CompletionFunc {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		if a.storeDir == "" {
-			a.storeDir = defaultStoreDir()
+		st, err := a.store()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}
-		removed, err := a.store().Trash()
+		removed, err := st.Trash()
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}

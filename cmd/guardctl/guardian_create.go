@@ -38,25 +38,26 @@ dataEncipherment), with their private keys, as New-HgsGuardian
 			if host == "" {
 				host, _ = os.Hostname()
 			}
-			st := a.store()
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
 			// Fail before spending seconds on key generation.
 			if _, err := st.Get(name); err == nil {
-				return withHint(fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Dir()), exitExists,
+				return withHint(fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Location()), exitExists,
 					"choose another name, or remove the guardian first ('guardctl guardian remove "+name+"')")
 			}
 			g, err := guardian.Generate(guardian.GenerateOptions{Name: name, Host: host, KeySize: keySize, ValidYears: validYears})
 			if err != nil {
 				return err
 			}
-			if _, err := st.Add(g, certstore.OriginGenerated, false); err != nil {
-				return err
-			}
-			e, err := st.Get(name)
+			c, err := st.Add(g, certstore.OriginGenerated, false)
 			if err != nil {
 				return err
 			}
-			a.note("guardctl: created guardian %q in %s", name, st.Dir())
-			return a.showGuardian(e)
+			a.note("guardctl: created guardian %q in %s", name, st.Location())
+			a.notice(c)
+			return a.showGuardian(c.Entry)
 		},
 	}
 	f := cmd.Flags()

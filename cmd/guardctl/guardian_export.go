@@ -65,7 +65,11 @@ kept as a .bak backup.`,
 			if public && (legacy || flagSet(cmd.Flags(), "password-file")) {
 				return usageError("--public writes no private keys, so it takes neither --legacy nor --password-file")
 			}
-			e, err := a.store().Get(name)
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
+			e, err := st.Get(name)
 			if err != nil {
 				return err
 			}

@@ -64,15 +64,17 @@ kept in the trash.`,
 				return usageError("--public reads no private keys, so it takes no --password-file")
 			}
 			policy := guardian.Policy{Now: time.Now(), AllowExpired: allowExpired, AllowUntrustedRoot: allowUntrusted}
-			st := a.store()
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
 			if !force {
 				if _, err := st.Get(name); err == nil {
-					return fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Dir())
+					return fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Location())
 				}
 			}
 			var g *guardian.Guardian
 			var origin certstore.Origin
-			var err error
 			if publicFile != "" {
 				g, err = readPublicGuardian(publicFile, name, policy)
 				origin = certstore.OriginPublic
@@ -90,19 +92,16 @@ kept in the trash.`,
 			if err != nil {
 				return err
 			}
-			replaced, err := st.Add(g, origin, force)
+			c, err := st.Add(g, origin, force)
 			if err != nil {
 				return err
 			}
-			if replaced != "" {
+			if c.ReplacedID != "" {
 				a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
 			}
-			e, err := st.Get(name)
-			if err != nil {
-				return err
-			}
-			a.note("guardctl: imported guardian %q into %s", name, st.Dir())
-			return a.showGuardian(e)
+			a.note("guardctl: imported guardian %q into %s", name, st.Location())
+			a.notice(c)
+			return a.showGuardian(c.Entry)
 		},
 	}
 	f := cmd.Flags()

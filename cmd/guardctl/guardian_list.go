@@ -29,7 +29,11 @@ reason). A broken entry is listed, not fatal: 'guardctl guardian remove' or
 			if removed {
 				return a.listRemoved()
 			}
-			entries, err := a.store().List()
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
+			entries, err := st.List()
 			if err != nil {
 				return err
 			}
@@ -42,7 +46,7 @@ reason). A broken entry is listed, not fatal: 'guardctl guardian remove' or
 				return writeJSON(a.stdout, views)
 			}
 			if len(views) == 0 {
-				a.note("guardctl: no guardians in %s", a.storeDir)
+				a.note("guardctl: no guardians in %s", st.Location())
 				return nil
 			}
 			rows := make([][]string, 0, len(views))
@@ -64,7 +68,11 @@ reason). A broken entry is listed, not fatal: 'guardctl guardian remove' or
 }
 
 func (a *app) listRemoved() error {
-	removed, err := a.store().Trash()
+	st, err := a.store()
+	if err != nil {
+		return err
+	}
+	removed, err := st.Trash()
 	if err != nil {
 		return err
 	}
@@ -76,7 +84,7 @@ func (a *app) listRemoved() error {
 		return writeJSON(a.stdout, views)
 	}
 	if len(views) == 0 {
-		a.note("guardctl: the trash of %s is empty", a.storeDir)
+		a.note("guardctl: the trash of %s is empty", st.Location())
 		return nil
 	}
 	rows := make([][]string, 0, len(views))

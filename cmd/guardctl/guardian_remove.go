@@ -32,7 +32,10 @@ without it. guardctl asks first; --yes confirms without asking.`,
 			if err := validName(name); err != nil {
 				return err
 			}
-			st := a.store()
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
 			e, err := st.Get(name)
 			if err != nil {
 				return err

@@ -19,7 +19,11 @@ trash. 'guardctl guardian list --removed' shows what the trash holds.`,
 			if err := validName(args[0]); err != nil {
 				return err
 			}
-			e, err := a.store().Restore(args[0])
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
+			c, err := st.Restore(args[0])
 			if errors.Is(err, certstore.ErrExists) {
 				return withHint(err, exitExists, "remove the guardian that has the name now ('guardctl guardian remove "+args[0]+"'), then restore")
 			}
@@ -27,7 +31,8 @@ trash. 'guardctl guardian list --removed' shows what the trash holds.`,
 				return err
 			}
 			a.note("guardctl: restored guardian %q", args[0])
-			return a.showGuardian(e)
+			a.notice(c)
+			return a.showGuardian(c.Entry)
 		},
 	}
 }

@@ -12,7 +12,11 @@ func newGuardianShowCmd(a *app) *cobra.Command {
 			if err := validName(args[0]); err != nil {
 				return err
 			}
-			e, err := a.store().Get(args[0])
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
+			e, err := st.Get(args[0])
 			if err != nil {
 				return err
 			}

@@ -37,7 +37,11 @@ format and its algorithms.`,
 // identities returns the store's whole guardians with private keys: what
 // this host can unwrap with.
 func (a *app) identities() ([]*guardian.Guardian, error) {
-	entries, err := a.store().List()
+	st, err := a.store()
+	if err != nil {
+		return nil, err
+	}
+	entries, err := st.List()
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +59,11 @@ func (a *app) wholeGuardian(name string) (*guardian.Guardian, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	e, err := a.store().Get(name)
+	st, err := a.store()
+	if err != nil {
+		return nil, err
+	}
+	e, err := st.Get(name)
 	if err != nil {
 		return nil, err
 	}

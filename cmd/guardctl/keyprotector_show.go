@@ -37,7 +37,11 @@ type kpView struct {
 // describeKP builds the view of p as this store sees it. verr is what
 // Verify said.
 func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kpView, error) {
-	entries, err := a.store().List()
+	st, err := a.store()
+	if err != nil {
+		return kpView{}, err
+	}
+	entries, err := st.List()
 	if err != nil {
 		return kpView{}, err
 	}

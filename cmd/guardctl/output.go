@@ -201,6 +201,15 @@ func yesNo(b bool) string {
 	return "no"
 }
 
+// notice tells the user, on standard error and also in JSON mode, what the
+// store said must be told once (for example that a name was not
+// registered).
+func (a *app) notice(c *certstore.Change) {
+	if c != nil && c.Notice != "" {
+		fmt.Fprintf(a.stderr, "guardctl: notice: %s\n", c.Notice)
+	}
+}
+
 // note writes a message for people to standard error (never in JSON mode,
 // where the JSON on standard output says it all).
 func (a *app) note(format string, args ...any) {

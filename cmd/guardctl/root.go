@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/guardctl/guardctl/certstore"
@@ -16,10 +14,10 @@ import (
 
 // app is the state every command shares: global flags and the streams.
 type app struct {
-	storeDir string
-	output   string
-	noInput  bool
-	yes      bool
+	storeSpec string // --store: a directory or certstore.HyperV
+	output    string
+	noInput   bool
+	yes       bool
 
 	stdin  *os.File
 	stdout io.Writer
@@ -55,9 +53,6 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 			if a.output != "table" && a.output != "json" {
 				return usageError("invalid --output %q (want table or json)", a.output)
 			}
-			if a.storeDir == "" {
-				a.storeDir = defaultStoreDir()
-			}
 			return nil
 		},
 	}
@@ -72,7 +67,7 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 		return &cliError{code: exitUsage, msg: err.Error(), hint: fmt.Sprintf("see '%s --help'", cmd.CommandPath())}
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.storeDir, "store", os.Getenv("GUARDCTL_STORE"), "guardian store directory (env GUARDCTL_STORE)")
+	pf.StringVar(&a.storeSpec, "store", os.Getenv("GUARDCTL_STORE"), "guardian store: a directory, or 'hyperv' for Hyper-V's own store on Windows (env GUARDCTL_STORE)")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.BoolVar(&a.noInput, "no-input", false, "never prompt (implied when standard input is not a terminal)")
 	pf.BoolVarP(&a.yes, "yes", "y", false, "assume yes for confirmations")
@@ -137,32 +132,14 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 	return &cliError{code: exitUsage, msg: fmt.Sprintf("unknown command %q for %q", args[0], path), hint: hint}
 }
 
-// defaultStoreDir follows DESIGN §2: /var/lib/guardctl for root on Linux,
-// %ProgramData%\guardctl on Windows, the per-user data directory otherwise.
-func defaultStoreDir() string {
-	switch runtime.GOOS {
-	case "windows":
-		if pd := os.Getenv("ProgramData"); pd != "" {
-			return filepath.Join(pd, "guardctl")
-		}
-	case "linux":
-		if os.Geteuid() == 0 {
-			return "/var/lib/guardctl"
-		}
-		if x := os.Getenv("XDG_DATA_HOME"); x != "" {
-			return filepath.Join(x, "guardctl")
-		}
-		if h, err := os.UserHomeDir(); err == nil {
-			return filepath.Join(h, ".local", "share", "guardctl")
-		}
+// store opens the store --store names (certstore.DefaultSpec when none).
+func (a *app) store() (certstore.Store, error) {
+	spec := a.storeSpec
+	if spec == "" {
+		spec = certstore.DefaultSpec()
 	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "guardctl")
-	}
-	return "guardctl-store"
+	return certstore.Open(spec)
 }
-
-func (a *app) store() *certstore.Store { return certstore.New(a.storeDir) }
 
 // interactive reports whether guardctl may prompt: a person at a terminal
 // on both standard input and standard error, and no --no-input.

@@ -38,11 +38,15 @@ lost+found directory (nothing is deleted) and permissions are tightened.
 Exits 0 when the store is clean (or was repaired), 6 when problems remain.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			findings, err := a.store().Check(repair)
+			st, err := a.store()
 			if err != nil {
 				return err
 			}
-			res := checkResult{Store: a.storeDir, Clean: len(findings) == 0, Repaired: repair && len(findings) > 0, Findings: findings}
+			findings, err := st.Check(repair)
+			if err != nil {
+				return err
+			}
+			res := checkResult{Store: st.Location(), Clean: len(findings) == 0, Repaired: repair && len(findings) > 0, Findings: findings}
 			if res.Findings == nil {
 				res.Findings = []certstore.Finding{}
 			}
@@ -51,7 +55,7 @@ Exits 0 when the store is clean (or was repaired), 6 when problems remain.`,
 					return err
 				}
 			} else if len(findings) == 0 {
-				a.note("guardctl: store %s is clean", a.storeDir)
+				a.note("guardctl: store %s is clean", st.Location())
 			} else {
 				rows := make([][]string, 0, len(findings))
 				for _, f := range findings {

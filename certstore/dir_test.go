@@ -24,7 +24,7 @@ func testGuardian(t *testing.T, name string) *guardian.Guardian {
 func TestAddGetRemoveRestore(t *testing.T) {
 	old := syscall.Umask(0) // the store's modes must not depend on the umask
 	defer syscall.Umask(old)
-	s := New(filepath.Join(t.TempDir(), "store"))
+	s := OpenDir(filepath.Join(t.TempDir(), "store"))
 	g := testGuardian(t, "g")
 	if _, err := s.Add(g, OriginGenerated, false); err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func TestAddGetRemoveRestore(t *testing.T) {
 		t.Errorf("Get after Remove: %v", err)
 	}
 	r, err := s.Restore("g")
-	if err != nil || r.Broken() || !r.Guardian.SigningKey.Equal(g.SigningKey) {
+	if err != nil || r.Entry.Broken() || !r.Entry.Guardian.SigningKey.Equal(g.SigningKey) {
 		t.Fatalf("Restore: %v", err)
 	}
 	if _, err := s.Restore("g"); !errors.Is(err, ErrExists) {
@@ -73,12 +73,12 @@ func TestAddGetRemoveRestore(t *testing.T) {
 }
 
 func TestReplaceKeepsOldInTrash(t *testing.T) {
-	s := New(filepath.Join(t.TempDir(), "store"))
+	s := OpenDir(filepath.Join(t.TempDir(), "store"))
 	first, second := testGuardian(t, "g"), testGuardian(t, "g")
 	s.Add(first, OriginGenerated, false)
-	id, err := s.Add(second, OriginPFX, true)
-	if err != nil || id == "" {
-		t.Fatalf("replace: %q %v", id, err)
+	c, err := s.Add(second, OriginPFX, true)
+	if err != nil || c.ReplacedID == "" {
+		t.Fatalf("replace: %+v %v", c, err)
 	}
 	removed, _ := s.Trash()
 	if len(removed) != 1 || removed[0].Name != "g" {
@@ -91,7 +91,7 @@ func TestReplaceKeepsOldInTrash(t *testing.T) {
 }
 
 func TestPublicOnlyAndBroken(t *testing.T) {
-	s := New(filepath.Join(t.TempDir(), "store"))
+	s := OpenDir(filepath.Join(t.TempDir(), "store"))
 	g := testGuardian(t, "pub").Public()
 	if _, err := s.Add(g, OriginPublic, false); err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestPublicOnlyAndBroken(t *testing.T) {
 }
 
 func TestReadOfMissingStore(t *testing.T) {
-	s := New(filepath.Join(t.TempDir(), "nothing"))
+	s := OpenDir(filepath.Join(t.TempDir(), "nothing"))
 	if l, err := s.List(); err != nil || len(l) != 0 {
 		t.Errorf("List: %v %v", l, err)
 	}

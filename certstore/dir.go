@@ -1,22 +1,3 @@
-// Package certstore is guardctl's on-disk guardian store.
-//
-// Layout, under the store directory (0700):
-//
-//	.lock                     the lock every change holds exclusively
-//	guardians/NAME/           one directory per guardian (0700):
-//	    guardian.json         metadata (name, private keys or not, origin)
-//	    signing.crt           PEM certificates
-//	    encryption.crt
-//	    signing.key           PKCS#8 PEM private keys, 0600 (absent when public only)
-//	    encryption.key
-//	trash/ID/NAME/            removed guardians, restorable
-//	.tmp/                     entries being written; anything here after a
-//	                          crash is a leftover that store check reports
-//	lost+found/               what store check --repair moved aside
-//
-// Every change builds a complete entry under .tmp, syncs it, and renames it
-// into place under the exclusive lock, so a crash or a concurrent run never
-// leaves a half-written guardian or loses one.
 package certstore
 
 import (
@@ -41,37 +22,47 @@ const (
 	lockName     = ".lock"
 )
 
-var (
-	// ErrNotFound: no guardian (or removed guardian) of that name.
-	ErrNotFound = errors.New("not found")
-	// ErrExists: a guardian of that name is already in the store.
-	ErrExists = errors.New("already exists")
-	// ErrLocked: another guardctl held the store for longer than LockTimeout.
-	ErrLocked = errors.New("store is locked by another guardctl process")
-)
-
-// Store is a guardian store in a directory.
-type Store struct {
+// Dir is guardctl's own guardian store in a directory, on every OS.
+//
+// Layout, under the store directory (0700):
+//
+//	.lock                     the lock every change holds exclusively
+//	guardians/NAME/           one directory per guardian (0700):
+//	    guardian.json         metadata (name, private keys or not, origin)
+//	    signing.crt           PEM certificates
+//	    encryption.crt
+//	    signing.key           PKCS#8 PEM private keys, 0600 (absent when public only)
+//	    encryption.key
+//	trash/ID/NAME/            removed guardians, restorable
+//	.tmp/                     entries being written; anything here after a
+//	                          crash is a leftover that store check reports
+//	lost+found/               what store check --repair moved aside
+//
+// Every change builds a complete entry under .tmp, syncs it, and renames it
+// into place under the exclusive lock, so a crash or a concurrent run never
+// leaves a half-written guardian or loses one.
+type Dir struct {
 	dir string
 	// LockTimeout is how long a command waits for another one to finish.
 	LockTimeout time.Duration
 }
 
-// New returns the store in dir; nothing is created until the first change.
-func New(dir string) *Store {
-	return &Store{dir: dir, LockTimeout: 2 * time.Minute}
+// OpenDir returns the store in dir; nothing is created until the first
+// change.
+func OpenDir(dir string) *Dir {
+	return &Dir{dir: dir, LockTimeout: 2 * time.Minute}
 }
 
-// Dir is the store's directory.
-func (s *Store) Dir() string { return s.dir }
+// Location is the store's directory.
+func (s *Dir) Location() string { return s.dir }
 
-func (s *Store) path(elem ...string) string {
+func (s *Dir) path(elem ...string) string {
 	return filepath.Join(append([]string{s.dir}, elem...)...)
 }
 
 // lock takes the store lock, exclusive for changes and shared for reads. A
 // read of a store that does not exist yet needs no lock.
-func (s *Store) lock(exclusive bool) (unlock func(), err error) {
+func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 	if exclusive {
 		for _, d := range []string{s.dir, s.path(guardiansDir), s.path(trashDir), s.path(tmpDir)} {
 			if err := atomicfile.MkdirAll(d); err != nil {
@@ -112,7 +103,7 @@ func newID(now time.Time) string {
 }
 
 // moveAside renames path to lost+found, keeping its base name visible.
-func (s *Store) moveAside(path string) (string, error) {
+func (s *Dir) moveAside(path string) (string, error) {
 	if err := atomicfile.MkdirAll(s.path(lostDir)); err != nil {
 		return "", err
 	}
