@@ -120,8 +120,12 @@ kept in the trash.`,
 	return cmd
 }
 
-// readInput reads a file given on the command line, bounded.
+// readInput reads a file given on the command line, bounded; - is
+// standard input.
 func readInput(path string, limit int64) ([]byte, error) {
+	if path == "-" {
+		return readStdin(limit)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, openError(path, err)

@@ -41,6 +41,9 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 }
 
 func (c *kpChange) run(a *app, files []string) error {
+	if err := notInPlace("kp "+c.verb, files...); err != nil {
+		return err
+	}
 	g, err := a.accessTarget(c.guardianName, c.verb, c.allowExpired)
 	if err != nil {
 		return err

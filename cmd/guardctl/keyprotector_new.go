@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -24,7 +22,7 @@ func (f *kpCreateFlags) register(cmd *cobra.Command, a *app) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.owner, "owner", "", "owner guardian (needs its private signing key)")
 	fl.StringArrayVar(&f.guardianNames, "guardian", nil, "guardian to wrap the key for as well (repeatable)")
-	fl.StringVar(&f.out, "out", "", "key protector file to write")
+	fl.StringVar(&f.out, "out", "", "key protector file to write (- for standard output, which is then not a table)")
 	fl.BoolVar(&f.force, "force", false, "overwrite FILE, keeping a .bak backup")
 	fl.BoolVar(&f.allowExpired, "allow-expired", false, "accept guardians whose certificates have expired")
 	cmd.MarkFlagRequired("owner")
@@ -54,9 +52,18 @@ func (f *kpCreateFlags) guardians(a *app) (*guardian.Guardian, []*guardian.Guard
 	return owner, gs, nil
 }
 
+// checkOut refuses an existing --out file without --force, and - (standard
+// output) where it cannot be.
+func (f *kpCreateFlags) checkOut(a *app) error {
+	if f.out == "-" {
+		return a.stdoutFor("--out")
+	}
+	return refuseExisting(f.out, f.force)
+}
+
 // create makes a key protector for key and writes it to f.out.
 func (f *kpCreateFlags) create(a *app, key []byte) error {
-	if err := refuseExisting(f.out, f.force); err != nil {
+	if err := f.checkOut(a); err != nil {
 		return err
 	}
 	owner, gs, err := f.guardians(a)
@@ -65,6 +72,10 @@ func (f *kpCreateFlags) create(a *app, key []byte) error {
 	}
 	p, xmlData, err := keyprotector.New(key, owner, gs)
 	if err != nil {
+		return err
+	}
+	if f.out == "-" {
+		_, err := a.stdout.Write(keyprotector.EncodeFile(xmlData))
 		return err
 	}
 	if _, err := writeKeyProtector(f.out, xmlData, f.force, true); err != nil {
@@ -105,16 +116,7 @@ unwrap' gives back the same bytes on any host holding one of them.`, keyprotecto
 		Example: `  guardctl kp wrap --owner UntrustedGuardian --guardian host-b --key-file swtpm.key --out vm1.kp`,
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r io.Reader = a.stdin
-			if keyFile != "-" {
-				fh, err := os.Open(keyFile)
-				if err != nil {
-					return &cliError{code: exitNotFound, msg: err.Error()}
-				}
-				defer fh.Close()
-				r = fh
-			}
-			key, err := io.ReadAll(io.LimitReader(r, keyprotector.MaxKeySize+1))
+			key, err := readInput(keyFile, keyprotector.MaxKeySize+1)
 			if err != nil {
 				return err
 			}

@@ -133,7 +133,7 @@ func newKPShowCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show FILE",
 		Short: "Show a key protector's owner and guardians, and whether this host can open it",
-		Long: `Show a key protector: its owner and guardians (subjects, thumbprints, expiry), the
+		Long: `Show a key protector (FILE, or - for standard input): its owner and guardians (subjects, thumbprints, expiry), the
 local guardian that matches each, whether this host can unwrap it and whether it
 is the owner, and whether the signatures verify.
 

@@ -21,16 +21,18 @@ func newKPUnwrapCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "unwrap FILE --key-out F",
 		Short: "Write the transport key (mode 0600) with a local guardian",
-		Long: `Unwrap the key protector with a guardian of this store and write the key to F
+		Long: `Unwrap the key protector (FILE, or - for standard input) with a guardian of
+this store and write the key to F
 (mode 0600; - writes it to standard output when that is not a terminal). Every
 signature is verified first, and the key is checked against the
 TransportKeySignature. F is not overwritten without --force.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if keyOut == "-" && isTerminalWriter(a.stdout) {
-				return usageError("refusing to write a key to a terminal; give --key-out a file")
-			}
-			if keyOut != "-" {
+			if keyOut == "-" {
+				if err := a.stdoutFor("--key-out"); err != nil {
+					return err
+				}
+			} else {
 				if err := refuseExisting(keyOut, force); err != nil {
 					return err
 				}

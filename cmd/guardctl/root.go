@@ -31,6 +31,7 @@ func run(args []string) int {
 
 // execute runs one command line and returns its exit code.
 func (a *app) execute(args []string) int {
+	stdinArg.r, stdinArg.taken = a.stdin, false
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {

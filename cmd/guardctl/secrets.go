@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
-	"io"
 	"os"
 
 	"github.com/AlecAivazis/survey/v2"
@@ -22,23 +20,9 @@ type passwordSource struct {
 // (entered twice when confirm is set, because it protects something new).
 func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, error) {
 	if p.file != "" {
-		var r io.Reader
-		if p.file == "-" {
-			r = a.stdin
-		} else {
-			f, err := os.Open(p.file)
-			if err != nil {
-				return "", &cliError{code: exitUsage, msg: fmt.Sprintf("reading the password file: %v", err)}
-			}
-			defer f.Close()
-			r = f
-		}
-		b, err := io.ReadAll(io.LimitReader(r, maxPasswordFile+1))
+		b, err := readInput(p.file, maxPasswordFile)
 		if err != nil {
-			return "", fmt.Errorf("reading the password: %w", err)
-		}
-		if len(b) > maxPasswordFile {
-			return "", usageError("the password file is larger than %d bytes", maxPasswordFile)
+			return "", err
 		}
 		// One trailing newline is the file's, not the password's.
 		b = bytes.TrimSuffix(b, []byte("\n"))

@@ -36,13 +36,14 @@ secret). docs/vtpm.md describes the bundle and what is refused.`,
 // stateKeyFlags name how a state's key is given.
 type stateKeyFlags struct {
 	keyFile, keyFormat, passphraseFile string
+	secret                             []byte // what key read from the file
 }
 
 func (f *stateKeyFlags) register(cmd *cobra.Command, prefix, what string) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.keyFile, prefix+"key-file", "", what+" key file, as swtpm --key file= reads it")
+	fl.StringVar(&f.keyFile, prefix+"key-file", "", what+" key file, as swtpm --key file= reads it (- for standard input)")
 	fl.StringVar(&f.keyFormat, prefix+"key-format", "hex", "format of the "+prefix+"key file: hex or binary")
-	fl.StringVar(&f.passphraseFile, prefix+"passphrase-file", "", what+" passphrase file, every byte of it (as swtpm --key pwdfile= and libvirt's secret)")
+	fl.StringVar(&f.passphraseFile, prefix+"passphrase-file", "", what+" passphrase file, every byte of it (as swtpm --key pwdfile= and libvirt's secret; - for standard input)")
 	cmd.MarkFlagsMutuallyExclusive(prefix+"key-file", prefix+"passphrase-file")
 }
 
@@ -56,6 +57,7 @@ func (f *stateKeyFlags) key(bits int) (vtpm.Key, error) {
 		if err != nil {
 			return nil, err
 		}
+		f.secret = data
 		return vtpm.ParseKeyFile(data, f.keyFormat)
 	case f.passphraseFile != "":
 		data, err := readInput(f.passphraseFile, 1<<20)
@@ -65,6 +67,7 @@ func (f *stateKeyFlags) key(bits int) (vtpm.Key, error) {
 		if len(data) == 0 {
 			return nil, usageError("the passphrase file %s is empty", f.passphraseFile)
 		}
+		f.secret = data
 		return vtpm.KeyFromPassphrase(data, bits)
 	}
 	return nil, nil
@@ -72,6 +75,9 @@ func (f *stateKeyFlags) key(bits int) (vtpm.Key, error) {
 
 // readState reads a state (directory, linear file or blob file).
 func readState(path string) (*vtpm.State, error) {
+	if path == "-" {
+		return nil, usageError("a vTPM state is a directory or a file, read and written in place; standard input (-) is not one")
+	}
 	st, err := vtpm.ReadState(path)
 	if errors.Is(err, os.ErrNotExist) {
 		msg := err.Error()

@@ -19,6 +19,9 @@ type vtpmAccess struct {
 }
 
 func (c *vtpmAccess) run(a *app, file string) error {
+	if err := notInPlace("vtpm "+c.verb, file); err != nil {
+		return err
+	}
 	g, err := a.accessTarget(c.guardianName, c.verb, c.allowExpired)
 	if err != nil {
 		return err

@@ -137,7 +137,13 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 			if err := checkTarget(to, dirLayout, force); err != nil {
 				return err
 			}
-			if secretOut != "" {
+			switch secretOut {
+			case "":
+			case "-":
+				if err := a.stdoutFor(map[bool]string{true: "--key-out", false: "--passphrase-out"}[keyOut != ""]); err != nil {
+					return err
+				}
+			default:
 				if err := refuseExisting(secretOut, force); err != nil {
 					return err
 				}
@@ -170,7 +176,12 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 			if err != nil {
 				return err
 			}
-			if secretOut != "" {
+			if secretOut == "-" {
+				if _, err := a.stdout.Write(files[vtpm.SecretFile]); err != nil {
+					return err
+				}
+				res.SecretOut = secretOut
+			} else if secretOut != "" {
 				if err := atomicfile.MkdirAll(filepath.Dir(secretOut)); err != nil {
 					return err
 				}
@@ -186,7 +197,11 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 			if res.Backup != "" {
 				a.note("guardctl: the state that was there is kept as %s", res.Backup)
 			}
-			if secretOut != "" {
+			switch secretOut {
+			case "":
+			case "-":
+				a.note("guardctl: the state's %s went to standard output", m.StateEncryption.Secret)
+			default:
 				a.note("guardctl: the state's %s is in %s (0600)", m.StateEncryption.Secret, secretOut)
 			}
 			return nil
@@ -194,8 +209,8 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 	}
 	f := cmd.Flags()
 	f.StringVar(&to, "to", "", "state directory (or linear state file) to create")
-	f.StringVar(&keyOut, "key-out", "", "where to write the state's swtpm key (0600)")
-	f.StringVar(&passOut, "passphrase-out", "", "where to write the state's passphrase (0600)")
+	f.StringVar(&keyOut, "key-out", "", "where to write the state's swtpm key (0600; - for standard output when it is not a terminal)")
+	f.StringVar(&passOut, "passphrase-out", "", "where to write the state's passphrase (0600; - for standard output when it is not a terminal)")
 	f.StringVar(&chown, "chown", "", "give the state to USER[:GROUP] (libvirt runs swtpm as tss)")
 	f.BoolVar(&force, "force", false, "replace an existing state, keeping it as a .bak")
 	f.BoolVar(&allowExpired, "allow-expired", false, "accept expired guardian certificates")

@@ -68,7 +68,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			if volatile != "refuse" && volatile != "include" && volatile != "drop" {
 				return usageError("--volatile is refuse, include or drop, not %q", volatile)
 			}
-			if err := refuseExisting(kf.out, kf.force); err != nil {
+			if err := kf.checkOut(a); err != nil {
 				return err
 			}
 			st, info, err := stateToChange(args[0], "wrapping")
@@ -125,15 +125,11 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 				if _, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) }); err != nil {
 					return inFile(st.Path, err)
 				}
-				secretPath, enc := k.keyFile, &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "key", KeyFormat: k.keyFormat}
+				enc := &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "key", KeyFormat: k.keyFormat}
 				if k.passphraseFile != "" {
-					secretPath, enc = k.passphraseFile, &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "passphrase"}
+					enc = &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "passphrase"}
 				}
-				secret, err := readInput(secretPath, 1<<20)
-				if err != nil {
-					return err
-				}
-				files[vtpm.SecretFile], modes[vtpm.SecretFile] = secret, 0o600
+				files[vtpm.SecretFile], modes[vtpm.SecretFile] = k.secret, 0o600
 				m.StateEncryption = enc
 			}
 			owner, gs, err := kf.guardians(a)
@@ -153,7 +149,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 		},
 	}
 	kf.register(cmd, a)
-	cmd.Flags().Lookup("out").Usage = "bundle file to write"
+	cmd.Flags().Lookup("out").Usage = "bundle file to write (- for standard output)"
 	k.register(cmd, "", "the state's")
 	f := cmd.Flags()
 	f.StringVar(&vmUUID, "vm-uuid", "", "the VM's UUID, recorded in the manifest (found in a libvirt state path)")
@@ -167,6 +163,10 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 func (a *app) writeBundle(path string, b *vtpm.Bundle, overwrite bool) error {
 	data, err := b.Marshal()
 	if err != nil {
+		return err
+	}
+	if path == "-" {
+		_, err := a.stdout.Write(data)
 		return err
 	}
 	backup, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: overwrite, Backup: true})

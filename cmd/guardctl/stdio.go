@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+// stdinArg is the standard input of the command line being run, for the
+// one argument that names it "-" (execute sets it from app.stdin): a second
+// argument that asks for it would read nothing.
+var stdinArg struct {
+	r     io.Reader
+	taken bool
+}
+
+// readStdin reads standard input for a "-" argument, bounded by limit.
+func readStdin(limit int64) ([]byte, error) {
+	if stdinArg.taken {
+		return nil, usageError("standard input is read once, and two arguments are -; give one of them a file")
+	}
+	stdinArg.taken = true
+	if stdinArg.r == nil {
+		return nil, usageError("there is no standard input to read -")
+	}
+	data, err := io.ReadAll(io.LimitReader(stdinArg.r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading standard input: %w", err)
+	}
+	if int64(len(data)) > limit {
+		return nil, usageError("standard input holds more than %d bytes", limit)
+	}
+	return data, nil
+}
+
+// stdoutFor checks that standard output can take a file whose path is "-"
+// (flag names it): not with -o json, whose output standard output holds,
+// and not on a terminal, where a key would be shown and binary data
+// garble the screen.
+func (a *app) stdoutFor(flag string) error {
+	if a.output == "json" {
+		return usageError("%s - and -o json both want standard output; give %s a file", flag, flag)
+	}
+	if isTerminalWriter(a.stdout) {
+		return usageError("refusing to write %s to a terminal; redirect standard output or give %s a file", flag, flag)
+	}
+	return nil
+}
+
+// notInPlace refuses "-" for a file that a command rewrites in place.
+func notInPlace(cmd string, files ...string) error {
+	for _, f := range files {
+		if f == "-" {
+			return usageError("%s rewrites the file in place, so it cannot be standard input (-); give the file's path", cmd)
+		}
+	}
+	return nil
+}
