@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
@@ -95,6 +96,19 @@ func readKeyProtector(path string) (*keyprotector.Protector, error) {
 // writeKeyProtector writes a key protector file (length prefix and XML).
 func writeKeyProtector(path string, xmlData []byte, overwrite, backup bool) (string, error) {
 	return atomicfile.WriteFile(path, keyprotector.EncodeFile(xmlData), 0o644, atomicfile.Options{Overwrite: overwrite, Backup: backup})
+}
+
+// fileError says which file err is about: a library's error gets the file
+// name, a missing file is "not found"; the others name it already.
+func fileError(path string, err error) error {
+	var about interface{ About(string) error }
+	switch {
+	case errors.As(err, &about):
+		return about.About(path)
+	case errors.Is(err, fs.ErrNotExist):
+		return &cliError{code: exitNotFound, msg: err.Error()}
+	}
+	return err
 }
 
 // refuseExisting fails early when path exists and force is not set.

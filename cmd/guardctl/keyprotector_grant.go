@@ -17,6 +17,7 @@ type kpChange struct {
 	guardianName string
 	allowExpired bool
 	noBackup     bool
+	keepBackup   bool
 	jobs         int
 }
 
@@ -25,16 +26,24 @@ type kpFileResult struct {
 	File    string `json:"file"`
 	Changed bool   `json:"changed"`
 	Backup  string `json:"backup,omitempty"`
-	Error   string `json:"error,omitempty"`
-	code    int
-	err     error
+	// BackupOpensFor says who the backup of a revoke still lets unwrap.
+	BackupOpensFor string `json:"backupOpensFor,omitempty"`
+	Error          string `json:"error,omitempty"`
+	code           int
+	err            error
 }
 
 func (c *kpChange) register(cmd *cobra.Command, a *app) {
 	f := cmd.Flags()
 	f.StringVar(&c.guardianName, "guardian", "", "guardian to "+c.verb+" (a guardian of this store, public-only is enough)")
 	f.BoolVar(&c.allowExpired, "allow-expired", false, "accept expired guardian certificates")
-	f.BoolVar(&c.noBackup, "no-backup", false, "do not keep the previous version of each file as a .bak backup")
+	if c.verb == "grant" {
+		f.BoolVar(&c.noBackup, "no-backup", false, "do not keep the previous version of each file as a .bak backup")
+	} else {
+		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous version of each file as a .bak backup (0600), which still lets the revoked guardian unwrap")
+		f.BoolVar(&c.noBackup, "no-backup", false, "keep no backup (the default for revoke)")
+		f.MarkHidden("no-backup")
+	}
 	f.IntVar(&c.jobs, "jobs", runtime.NumCPU(), "files to work on at once")
 	cmd.MarkFlagRequired("guardian")
 	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
@@ -103,6 +112,9 @@ func (c *kpChange) run(a *app, files []string) error {
 				// one file: its error, with its hint, is the command's
 			case r.Changed:
 				a.note("guardctl: %s: %s guardian %q", r.File, map[string]string{"grant": "granted", "revoke": "revoked"}[c.verb], g.Name)
+				if r.BackupOpensFor != "" {
+					a.note("guardctl: the backup %s still lets %s unwrap: delete it once it is not needed", r.Backup, r.BackupOpensFor)
+				}
 			default:
 				a.note("guardctl: %s: unchanged (guardian %q %s)", r.File, g.Name, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 			}
@@ -124,34 +136,29 @@ func (c *kpChange) run(a *app, files []string) error {
 	return nil
 }
 
-// apply changes one file: read, verify, change, write atomically.
+// apply changes one file: read, verify, change and replace it, under a
+// lock on the file (keyprotector.GrantFile, RevokeFile).
 func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guardian) kpFileResult {
 	res := kpFileResult{File: file}
-	fail := func(err error) kpFileResult {
+	opt := keyprotector.FileOptions{Policy: keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}}
+	var r keyprotector.FileResult
+	var err error
+	if c.verb == "grant" {
+		opt.Backup = !c.noBackup
+		r, err = keyprotector.GrantFile(file, ids, g, opt)
+	} else {
+		opt.Backup = c.keepBackup
+		r, err = keyprotector.RevokeFile(file, ids, g, opt)
+	}
+	if err != nil {
+		err = fileError(file, err)
 		res.code, _ = classify(err)
 		res.Error, res.err = err.Error(), err
 		return res
 	}
-	p, err := readKeyProtector(file)
-	if err != nil {
-		return fail(err)
-	}
-	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}); err != nil {
-		return fail(inFile(file, err))
-	}
-	var out []byte
-	if c.verb == "grant" {
-		res.Changed, out, err = p.Grant(ids, g)
-	} else {
-		res.Changed, out, err = p.Revoke(ids, g)
-	}
-	if err != nil {
-		return fail(inFile(file, err))
-	}
-	if res.Changed {
-		if res.Backup, err = writeKeyProtector(file, out, true, !c.noBackup); err != nil {
-			return fail(err)
-		}
+	res.Changed, res.Backup = r.Changed, r.Backup
+	if c.verb == "revoke" && r.Backup != "" {
+		res.BackupOpensFor = fmt.Sprintf("guardian %q", g.Name)
 	}
 	return res
 }
@@ -181,8 +188,9 @@ func newKPRevokeCmd(a *app) *cobra.Command {
 		Use:   "revoke FILE... --guardian H",
 		Short: "Stop a guardian from unwrapping key protectors",
 		Long: `Remove guardian H's wrapping from each key protector (the owner's cannot be
-removed). It needs the owner's private signing key. The transport key stays the
-same: a revoked host that kept the key or an old copy of the file still knows it
+removed). It needs the owner's private signing key. No copy of the old file is
+kept unless --keep-backup, since it would still let H unwrap. The transport key
+stays the same: a revoked host that kept the key or an old copy of the file still knows it
 (for vTPM bundles, 'guardctl vtpm revoke --rotate' changes the key).`,
 		Args: atLeastOneArg("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args) },

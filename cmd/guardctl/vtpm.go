@@ -199,7 +199,7 @@ type rekeyResult struct {
 
 func newVTPMRekeyCmd(a *app) *cobra.Command {
 	var old, next stateKeyFlags
-	var toPlain bool
+	var toPlain, keepBackup bool
 	var cipherName string
 	cmd := &cobra.Command{
 		Use:   "rekey STATE [--key-file F | --passphrase-file F] (--new-key-file F | --new-passphrase-file F | --to-plain)",
@@ -207,8 +207,10 @@ func newVTPMRekeyCmd(a *app) *cobra.Command {
 		Long: `Re-encrypt a swtpm state offline: decrypt it in memory with its current key or
 passphrase (none for plain state), encrypt it under the new one (or not, with
 --to-plain), check that it reads back, and replace the file atomically. No
-plaintext copy is written to disk. The previous file is kept as a .bak backup,
-and the file keeps its mode and owner. Refused while a swtpm is using the state.
+plaintext copy is written to disk. The file keeps its mode and owner. No copy
+of the previous file is kept (it would still open with the old key, or be the
+plaintext) unless --keep-backup; with --to-plain the previous file is kept as a
+.bak (0600). Refused while a swtpm is using the state.
 
 Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 --key pwdfile=F,mode=… (for libvirt, set the new value of the vTPM secret).`,
@@ -261,9 +263,16 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			if err != nil {
 				return inFile(st.Path, err)
 			}
-			backup, err := writeStateFiles(st, blobs)
+			// A copy of the old files would still open with the old key
+			// (or be the plaintext): kept only when asked, or when the
+			// new state is plaintext anyway.
+			keep := toPlain || keepBackup
+			backup, err := writeStateFiles(st, blobs, keep)
 			if err != nil {
 				return err
+			}
+			if !keep {
+				backup = []string{}
 			}
 			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, Backups: backup}
 			if a.output == "json" {
@@ -273,20 +282,30 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			if newKey != nil {
 				what = fmt.Sprintf("AES-%d-CBC under the new key", len(newKey)*8)
 			}
-			a.note("guardctl: re-encrypted %s as %s; the previous files are kept as %s", st.Path, what, strings.Join(backup, ", "))
+			switch {
+			case !keep:
+				a.note("guardctl: re-encrypted %s as %s; no copy of the previous files was kept", st.Path, what)
+			case toPlain:
+				a.note("guardctl: re-encrypted %s as %s; the previous files are kept as %s", st.Path, what, strings.Join(backup, ", "))
+			case info.Encrypted:
+				a.note("guardctl: re-encrypted %s as %s; the backup %s still opens with the previous key or passphrase: delete it once it is not needed", st.Path, what, strings.Join(backup, ", "))
+			default:
+				a.note("guardctl: re-encrypted %s as %s; the backup %s is the state in plaintext: delete it once it is not needed", st.Path, what, strings.Join(backup, ", "))
+			}
 			return nil
 		},
 	}
 	old.register(cmd, "", "the current")
 	next.register(cmd, "new-", "the new")
 	cmd.Flags().BoolVar(&toPlain, "to-plain", false, "write the state unencrypted")
+	cmd.Flags().BoolVar(&keepBackup, "keep-backup", false, "keep the previous files as .bak (0600), which still open with the old key (or are plaintext)")
 	cmd.Flags().StringVar(&cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)")
 	return cmd
 }
 
 // writeStateFiles writes blobs in the state's layout, each file atomically
-// with a backup of the old one and the old file's mode and owner.
-func writeStateFiles(st *vtpm.State, blobs map[string][]byte) ([]string, error) {
+// with the old file's mode and owner, and with keep a backup (0600) of it.
+func writeStateFiles(st *vtpm.State, blobs map[string][]byte, keep bool) ([]string, error) {
 	files := st.Files(blobs)
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -303,11 +322,13 @@ func writeStateFiles(st *vtpm.State, blobs map[string][]byte) ([]string, error) 
 		if err != nil {
 			return backups, err
 		}
-		backup, err := atomicfile.WriteFile(path, files[n], fi.Mode().Perm(), atomicfile.Options{Overwrite: true, Backup: true})
+		backup, err := atomicfile.WriteFile(path, files[n], fi.Mode().Perm(), atomicfile.Options{Overwrite: true, Backup: keep})
 		if err != nil {
 			return backups, err
 		}
-		backups = append(backups, backup)
+		if backup != "" {
+			backups = append(backups, backup)
+		}
 		if err := vtpm.KeepOwner(path, fi); err != nil {
 			return backups, fmt.Errorf("%s was rewritten but its owner could not be kept: %w", path, err)
 		}

@@ -15,6 +15,7 @@ type vtpmAccess struct {
 	verb         string
 	guardianName string
 	rotate       bool
+	keepBackup   bool
 	allowExpired bool
 }
 
@@ -26,12 +27,9 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err != nil {
 		return err
 	}
-	b, p, err := readBundle(file)
-	if err != nil {
+	// Read once before asking, so that a bad bundle fails first.
+	if _, _, err := readBundle(file); err != nil {
 		return err
-	}
-	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}); err != nil {
-		return inFile(file, err)
 	}
 	ids, err := a.identities()
 	if err != nil {
@@ -47,6 +45,44 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err := a.confirm(question, "refusing to "+c.verb); err != nil {
 		return err
 	}
+	var now *vtpm.Bundle
+	backup, changed, err := vtpm.UpdateFile(file, c.verb == "grant" || c.keepBackup, func(b *vtpm.Bundle) (*vtpm.Bundle, error) {
+		now = b
+		next, err := c.change(b, ids, g)
+		if next != nil {
+			now = next
+		}
+		return next, err
+	})
+	if err != nil {
+		return fileError(file, err)
+	}
+	p, err := keyprotector.Parse(now.KeyProtector)
+	if err != nil {
+		return err
+	}
+	if !changed {
+		a.note("guardctl: %s: unchanged (guardian %q %s)", file, g.Name, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+	} else if backup != "" {
+		if c.verb == "revoke" {
+			a.note("guardctl: %s written; the backup %s still lets guardian %q open it: delete it once it is not needed", file, backup, g.Name)
+		} else {
+			a.note("guardctl: %s written; the previous version is %s", file, backup)
+		}
+	}
+	return a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+}
+
+// change returns b with g granted or revoked (and, with --rotate, under a
+// new transport key), or nil when g already has (or has no) access.
+func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardian.Guardian) (*vtpm.Bundle, error) {
+	p, err := keyprotector.Parse(b.KeyProtector)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}); err != nil {
+		return nil, err
+	}
 	var changed bool
 	var kpXML []byte
 	if c.verb == "grant" {
@@ -54,49 +90,41 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	} else {
 		changed, kpXML, err = p.Revoke(ids, g)
 	}
-	if err != nil {
-		return inFile(file, err)
-	}
-	if !changed {
-		a.note("guardctl: %s: unchanged (guardian %q %s)", file, g.Name, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
-		return a.showBundle(file, b, p, nil)
+	if err != nil || !changed {
+		return nil, err
 	}
 	if !c.rotate {
-		return a.writeBundle(file, b.Reseal(keyprotector.EncodeFile(kpXML)), true)
+		return b.Reseal(keyprotector.EncodeFile(kpXML)), nil
 	}
 	// --rotate: the payload goes under a new transport key, wrapped for
 	// those who keep access, so that a revoked guardian that kept the old
 	// key learns nothing from the new bundle.
 	newP, err := keyprotector.Parse(kpXML)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	oldKey, _, err := newP.Unwrap(ids)
 	if err != nil {
-		return inFile(file, err)
+		return nil, err
 	}
 	files, err := b.Open(oldKey)
 	if err != nil {
-		return inFile(file, err)
+		return nil, err
 	}
 	owner, keep, err := newP.Members(ids)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tk := keyprotector.NewTransportKey()
 	_, rotatedXML, err := keyprotector.New(tk, owner, keep)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	modes := map[string]uint32{}
 	for _, f := range b.Manifest.Files {
 		modes[f.Name] = f.Mode
 	}
-	rotated, err := vtpm.Seal(b.Manifest, files, modes, keyprotector.EncodeFile(rotatedXML), tk)
-	if err != nil {
-		return err
-	}
-	return a.writeBundle(file, rotated, true)
+	return vtpm.Seal(b.Manifest, files, modes, keyprotector.EncodeFile(rotatedXML), tk)
 }
 
 func newVTPMAccessCmd(a *app, verb string) *cobra.Command {
@@ -107,12 +135,14 @@ func newVTPMAccessCmd(a *app, verb string) *cobra.Command {
 		Long: map[string]string{
 			"grant": `Add a wrapping for guardian H to the bundle's key protector; the payload is not
 touched. Needs the owner's private signing key and a guardian that can unwrap,
-both in this store. The bundle is replaced atomically and the old one kept.`,
+both in this store. The bundle is replaced atomically and the old one kept
+(0600).`,
 			"revoke": `Remove guardian H's wrapping from the bundle's key protector (the owner's cannot
 be removed). Without --rotate the transport key stays the same: a revoked host
 that kept it, or an old copy of the bundle, can still open the payload. With
 --rotate the payload is re-encrypted under a new transport key wrapped for those
-who keep access.`,
+who keep access. No copy of the old bundle is kept unless --keep-backup, since
+it would still open for H.`,
 		}[verb],
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args[0]) },
@@ -122,6 +152,7 @@ who keep access.`,
 	f.BoolVar(&c.allowExpired, "allow-expired", false, "accept expired guardian certificates")
 	if verb == "revoke" {
 		f.BoolVar(&c.rotate, "rotate", false, "re-encrypt the payload under a new transport key")
+		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous bundle as a .bak (0600), which still lets the revoked guardian open it")
 	}
 	cmd.MarkFlagRequired("guardian")
 	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))

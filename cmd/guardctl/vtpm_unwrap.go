@@ -309,6 +309,10 @@ func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.File
 			if err := os.Rename(dir, backup); err != nil {
 				return "", err
 			}
+			// Like every backup: the owner's alone.
+			if err := os.Chmod(backup, 0o700); err != nil {
+				return "", err
+			}
 		} else if err := os.Remove(dir); err != nil {
 			return "", err
 		}

@@ -26,7 +26,8 @@ const TempPrefix = ".guardctl-tmp-"
 type Options struct {
 	// Overwrite replaces an existing file. Without it WriteFile refuses with ErrExists.
 	Overwrite bool
-	// Backup, with Overwrite, keeps the previous file as PATH.TIMESTAMP.bak.
+	// Backup, with Overwrite, keeps the previous file as PATH.TIMESTAMP.bak,
+	// mode 0600.
 	Backup bool
 }
 
@@ -279,22 +280,15 @@ func renameNoReplace(tmp, path string) error {
 }
 
 // keepBackup keeps the current content of path under a backup name before
-// it is replaced: a hard link where the file system has them, else a copy
-// written the same careful way.
+// it is replaced: a copy, mode 0600 whatever the file's mode, since the old
+// content may hold what the new one takes away.
 func keepBackup(path string) (string, error) {
-	backup := BackupName(path, time.Now())
-	if err := link(path, backup); err == nil {
-		return backup, nil
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("keeping a backup of %s: %w", path, err)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	if _, err := WriteFile(backup, data, fi.Mode().Perm(), Options{}); err != nil {
+	backup := BackupName(path, time.Now())
+	if _, err := WriteFile(backup, data, 0o600, Options{}); err != nil {
 		return "", fmt.Errorf("keeping a backup of %s: %w", path, err)
 	}
 	return backup, nil

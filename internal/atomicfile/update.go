@@ -1,0 +1,131 @@
+package atomicfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// ErrChanged is returned by Update when, where no lock can be taken on the
+// file, it was changed by someone else between the read and the write
+// every time it was tried.
+var ErrChanged = errors.New("the file was changed by another program while it was being rewritten")
+
+// UpdateOptions control Update.
+type UpdateOptions struct {
+	// MaxSize bounds the file read; a larger file is refused.
+	MaxSize int64
+	// Backup keeps the previous content as PATH.TIMESTAMP.bak, mode 0600.
+	Backup bool
+}
+
+// Update rewrites the file at path in one read-modify-write that no other
+// Update of the same file interleaves with: change gets the current content
+// and returns the new content, or nil to leave the file as it is. Where the
+// platform has advisory locks (every unix), the file is locked while it is
+// read, changed and replaced, and a run that waited on a file replaced
+// meanwhile starts again on the new one, so two concurrent changes are both
+// kept. Elsewhere the file is read again just before it is replaced, and a
+// change made meanwhile makes the whole read-modify-write start again. The
+// new file keeps the old one's mode. It refuses a symbolic link.
+func Update(path string, opt UpdateOptions, change func(old []byte) ([]byte, error)) (backup string, changed bool, err error) {
+	for attempt := 0; ; attempt++ {
+		f, err := openLocked(path)
+		if err != nil {
+			return "", false, err
+		}
+		backup, changed, err := updateOnce(f, path, opt, change)
+		f.Close() // releases the lock
+		if errors.Is(err, errRetry) {
+			if attempt < 100 {
+				continue
+			}
+			err = fmt.Errorf("%s: %w", path, ErrChanged)
+		}
+		return backup, changed, err
+	}
+}
+
+// errRetry: the file at path is no longer the one that was locked or read.
+var errRetry = errors.New("retry")
+
+func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) ([]byte, error)) (string, bool, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return "", false, err
+	}
+	if same, err := stillAt(fi, path); err != nil || !same {
+		if err != nil {
+			return "", false, err
+		}
+		return "", false, errRetry
+	}
+	if !fi.Mode().IsRegular() {
+		return "", false, fmt.Errorf("%s is not a regular file", path)
+	}
+	old, err := readBounded(f, opt.MaxSize)
+	if err != nil {
+		return "", false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if !locks {
+		f.Close() // a file open here cannot be renamed over
+	}
+	next, err := change(old)
+	if err != nil || next == nil {
+		return "", false, err
+	}
+	if !locks {
+		// No lock: make sure the file is still what was read.
+		now, err := os.ReadFile(path)
+		if err != nil || !bytes.Equal(now, old) {
+			return "", false, errRetry
+		}
+	}
+	var backup string
+	if opt.Backup {
+		backup = BackupName(path, time.Now())
+		if _, err := WriteFile(backup, old, 0o600, Options{}); err != nil {
+			return "", false, fmt.Errorf("keeping a backup of %s: %w", path, err)
+		}
+	}
+	if _, err := WriteFile(path, next, fi.Mode().Perm(), Options{Overwrite: true}); err != nil {
+		if backup != "" {
+			os.Remove(backup)
+		}
+		return "", false, err
+	}
+	return backup, true, nil
+}
+
+func readBounded(f *os.File, limit int64) ([]byte, error) {
+	if limit <= 0 {
+		return io.ReadAll(f)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("the file is larger than %d bytes", limit)
+	}
+	return data, nil
+}
+
+// stillAt reports whether path still names the file whose information is fi.
+func stillAt(fi fs.FileInfo, path string) (bool, error) {
+	now, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if now.Mode()&fs.ModeSymlink != 0 {
+		return false, fmt.Errorf("%s is a symbolic link; refusing to write through it", path)
+	}
+	return os.SameFile(fi, now), nil
+}

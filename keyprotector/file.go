@@ -1,0 +1,54 @@
+package keyprotector
+
+import (
+	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
+)
+
+// FileOptions control GrantFile and RevokeFile.
+type FileOptions struct {
+	// Policy is what the key protector read must verify under.
+	Policy Policy
+	// Backup keeps the previous file as PATH.TIME.bak, mode 0600. After a
+	// revoke that copy still lets the revoked guardian unwrap: RevokeFile's
+	// callers ask for it only when the user explicitly does.
+	Backup bool
+}
+
+// FileResult is what GrantFile or RevokeFile did.
+type FileResult struct {
+	Changed bool
+	Backup  string // the backup kept, if any
+}
+
+// GrantFile adds a wrapping for g to the key protector file at path (see
+// Grant) in one locked read-verify-change-write: a concurrent change of the
+// same file by another guardctl is never lost (atomicfile.Update).
+func GrantFile(path string, identities []*guardian.Guardian, g *guardian.Guardian, opt FileOptions) (FileResult, error) {
+	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) { return p.Grant(identities, g) })
+}
+
+// RevokeFile removes g's wrapping from the key protector file at path (see
+// Revoke), like GrantFile. It keeps no copy of the old file unless
+// opt.Backup.
+func RevokeFile(path string, identities []*guardian.Guardian, g *guardian.Guardian, opt FileOptions) (FileResult, error) {
+	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) { return p.Revoke(identities, g) })
+}
+
+func changeFile(path string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
+	backup, changed, err := atomicfile.Update(path, atomicfile.UpdateOptions{MaxSize: MaxFileSize, Backup: opt.Backup}, func(old []byte) ([]byte, error) {
+		p, err := Parse(old)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.Verify(opt.Policy); err != nil {
+			return nil, err
+		}
+		changed, xml, err := change(p)
+		if err != nil || !changed {
+			return nil, err
+		}
+		return EncodeFile(xml), nil
+	})
+	return FileResult{Changed: changed, Backup: backup}, err
+}
