@@ -106,7 +106,7 @@ func fileError(path string, err error) error {
 	case errors.As(err, &about):
 		return about.About(path)
 	case errors.Is(err, fs.ErrNotExist):
-		return &cliError{code: exitNotFound, msg: err.Error()}
+		return openError(path, err)
 	}
 	return err
 }
