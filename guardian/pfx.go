@@ -3,13 +3,11 @@ package guardian
 import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"strings"
-
-	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // MaxPFXSize bounds a PFX file read from outside; a guardian's is a few KiB.
@@ -24,18 +22,15 @@ type PFX struct {
 
 // EncodePFX writes key and cert as a PFX under password: AES-256-CBC with
 // PBKDF2 and an HMAC-SHA256 MAC, or with legacy 3DES and an HMAC-SHA1 MAC
-// for Windows Server 2016 and Windows 10 before 1709. The result is decoded
-// again before it is returned, so a file that does not read back is never
-// written.
+// for Windows Server 2016 and Windows 10 before 1709. Characters above
+// U+FFFF in the password are encoded as UTF-16 surrogate pairs, as OpenSSL 3
+// does. The result is decoded again before it is returned, so a file that
+// does not read back is never written.
 func EncodePFX(key *rsa.PrivateKey, cert *x509.Certificate, password string, legacy bool) ([]byte, error) {
 	if password == "" {
 		return nil, errorf(KindInvalid, "refusing to protect private keys with an empty password")
 	}
-	enc := pkcs12.Modern2023
-	if legacy {
-		enc = pkcs12.LegacyDES
-	}
-	data, err := enc.Encode(key, cert, nil, password)
+	data, err := encodePKCS12(key, cert, password, legacy, rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("encoding PFX: %w", err)
 	}
@@ -50,8 +45,10 @@ func EncodePFX(key *rsa.PrivateKey, cert *x509.Certificate, password string, leg
 }
 
 // DecodePFX reads a PFX holding one private key and one or more
-// certificates, in DER or BER, and picks the certificate that matches the
-// key whatever the order of the chain.
+// certificates: DER or BER, with or without a MAC, its bags in any number
+// of SafeContents in any order. It picks the certificate that matches the
+// key whatever the order of the chain. A password that does not open the
+// file is a KindPassword error, never one about a damaged file.
 func DecodePFX(data []byte, password string) (pfx *PFX, err error) {
 	if len(data) == 0 {
 		return nil, errorf(KindInvalid, "the file is empty")
@@ -66,31 +63,19 @@ func DecodePFX(data []byte, password string) (pfx *PFX, err error) {
 			pfx, err = nil, errorf(KindInvalid, "the file is not a readable PFX (%v)", r)
 		}
 	}()
-	der, err := berToDER(data)
+	contents, err := decodePKCS12(data, password)
 	if err != nil {
-		return nil, errorf(KindInvalid, "the file is not a PFX, or it is truncated or damaged (%v)", err)
-	}
-	if err := checkIterations(der); err != nil {
 		return nil, err
 	}
-	key, leaf, cas, err := pkcs12.DecodeChain(data, password)
-	if err != nil && isASN1Error(err) {
-		der, cerr := pfxToDER(data, password)
-		if cerr != nil {
-			var gerr *Error
-			if errors.As(cerr, &gerr) {
-				return nil, gerr
-			}
-			return nil, errorf(KindInvalid, "the file is not a PFX, or it is truncated or damaged (%v)", cerr)
-		}
-		if err := checkIterations(der); err != nil {
-			return nil, err
-		}
-		key, leaf, cas, err = pkcs12.DecodeChain(der, password)
+	switch {
+	case len(contents.keys) == 0:
+		return nil, errorf(KindInvalid, "the file holds no private key (it was exported without one)")
+	case len(contents.keys) > 1:
+		return nil, errorf(KindInvalid, "the file holds %d private keys; a guardian PFX holds exactly one (export each certificate with its own key)", len(contents.keys))
+	case len(contents.certs) == 0:
+		return nil, errorf(KindInvalid, "the file holds no certificate")
 	}
-	if err != nil {
-		return nil, pfxError(err)
-	}
+	key := contents.keys[0]
 	var rsaKey *rsa.PrivateKey
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
@@ -105,7 +90,7 @@ func DecodePFX(data []byte, password string) (pfx *PFX, err error) {
 	if err := rsaKey.Validate(); err != nil {
 		return nil, errorf(KindInvalid, "the private key in the file is not a valid RSA key (%v)", err)
 	}
-	all := append([]*x509.Certificate{leaf}, cas...)
+	all := contents.certs
 	for i, c := range all {
 		if rsaKey.PublicKey.Equal(c.PublicKey) {
 			rest := append(append([]*x509.Certificate{}, all[:i]...), all[i+1:]...)
@@ -113,33 +98,4 @@ func DecodePFX(data []byte, password string) (pfx *PFX, err error) {
 		}
 	}
 	return nil, errorf(KindMismatch, "none of the %d certificates in the file matches its private key", len(all))
-}
-
-func isASN1Error(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "asn1:") || strings.Contains(s, "error reading P12 data")
-}
-
-func pfxError(err error) error {
-	var ni pkcs12.NotImplementedError
-	switch {
-	case errors.Is(err, pkcs12.ErrIncorrectPassword):
-		return &Error{Kind: KindPassword, Msg: "wrong password"}
-	case errors.Is(err, pkcs12.ErrDecryption):
-		return &Error{Kind: KindPassword, Msg: "the file could not be decrypted: wrong password or damaged file"}
-	case errors.As(err, &ni):
-		return errorf(KindUnsupported, "the file uses a PKCS#12 feature guardctl does not support: %s", strings.TrimPrefix(ni.Error(), "pkcs12: "))
-	}
-	s := strings.TrimPrefix(err.Error(), "pkcs12: ")
-	switch {
-	case strings.Contains(s, "private key missing"):
-		return errorf(KindInvalid, "the file holds no private key (it was exported without one)")
-	case strings.Contains(s, "certificate missing"):
-		return errorf(KindInvalid, "the file holds no certificate")
-	case strings.Contains(s, "exactly one key bag"):
-		return errorf(KindInvalid, "the file holds more than one private key; a guardian PFX holds one")
-	case strings.Contains(s, "unknown digest algorithm"), strings.Contains(s, "unknown encryption"), strings.Contains(s, "algorithm"):
-		return errorf(KindUnsupported, "the file uses an algorithm guardctl does not support (%s)", s)
-	}
-	return errorf(KindInvalid, "the file is not a PFX, or it is truncated or damaged (%s)", s)
 }

@@ -178,6 +178,11 @@ func (a *app) readPFXPair(name, signingFile, encryptionFile string, policy guard
 		return nil, inFile(signingFile, err)
 	}
 	enc, err := guardian.DecodePFX(encData, password)
+	var ge *guardian.Error
+	if errors.As(err, &ge) && ge.Kind == guardian.KindPassword {
+		// Say which file: the password did open the other one.
+		return nil, &guardian.Error{Kind: guardian.KindPassword, Msg: fmt.Sprintf("%s: %s, although it opened %s; both files of a pair are exported under one password", encryptionFile, ge.Msg, signingFile)}
+	}
 	if err != nil {
 		return nil, inFile(encryptionFile, err)
 	}

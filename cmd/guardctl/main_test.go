@@ -50,6 +50,8 @@ func requireTool(t *testing.T, name string) {
 func TestScripts(t *testing.T) {
 	requireTool(t, "openssl")
 	requireTool(t, "xmllint")
+	requireTool(t, "certtool")
+	requireTool(t, "keytool")
 	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss"} {
 		requireTool(t, tool)
 	}
