@@ -201,21 +201,31 @@ func TestPFXExportIndependentReaders(t *testing.T) {
 	}
 }
 
+// TestPFXLocalKeyID: both bags carry the certificate's SHA-1 as localKeyId,
+// as openssl shows it.
 func TestPFXLocalKeyID(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("openssl is needed by this test")
+	}
 	g := newTestGuardian(t, "g")
 	data, err := EncodePFX(g.SigningKey, g.Signing, "pw", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := sha1.Sum(g.Signing.Raw)
-	blocks, err := pkcs12.ToPEM(data, "pw")
+	dir := t.TempDir()
+	f := filepath.Join(dir, "x.pfx")
+	os.WriteFile(f, data, 0o600)
+	out, err := exec.Command("openssl", "pkcs12", "-in", f, "-passin", "pass:pw", "-nodes").CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("openssl: %v\n%s", err, out)
 	}
-	for _, b := range blocks {
-		if b.Headers["localKeyId"] != hex.EncodeToString(id[:]) {
-			t.Errorf("%s bag has localKeyId %q", b.Type, b.Headers["localKeyId"])
-		}
+	id := sha1.Sum(g.Signing.Raw)
+	var spaced []string
+	for _, b := range id {
+		spaced = append(spaced, strings.ToUpper(hex.EncodeToString([]byte{b})))
+	}
+	if n := strings.Count(string(out), "localKeyID: "+strings.Join(spaced, " ")); n != 2 {
+		t.Errorf("the certificate's SHA-1 is the localKeyID of %d bags, want 2:\n%s", n, out)
 	}
 }
 
