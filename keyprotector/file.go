@@ -35,6 +35,19 @@ func RevokeFile(path string, identities []*guardian.Guardian, g *guardian.Guardi
 	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) { return p.Revoke(identities, g) })
 }
 
+// RevokeThumbprintFile is RevokeFile for the guardian whose signing
+// certificate has thumbprint tp (see FindThumbprint), which need not be in
+// any store; a file with no such wrapping is unchanged.
+func RevokeThumbprintFile(path string, identities []*guardian.Guardian, tp string, opt FileOptions) (FileResult, error) {
+	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) {
+		w := p.FindThumbprint(tp)
+		if w == nil {
+			return false, nil, nil
+		}
+		return p.Revoke(identities, w.Guardian(tp))
+	})
+}
+
 func changeFile(path string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
 	backup, changed, err := atomicfile.Update(path, atomicfile.UpdateOptions{MaxSize: MaxFileSize, Backup: opt.Backup}, func(old []byte) ([]byte, error) {
 		p, err := Parse(old)

@@ -203,3 +203,29 @@ func FuzzParse(f *testing.F) {
 		p.Verify(Policy{AllowExpired: true})
 	})
 }
+
+// TestRevokeByThumbprint revokes a guardian known only by its signing
+// thumbprint, as kp show prints it, with no store entry for it.
+func TestRevokeByThumbprint(t *testing.T) {
+	owner, gone := gen(t, "owner"), gen(t, "gone")
+	_, xml, err := New(NewTransportKey(), owner, []*guardian.Guardian{gone.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := Parse(xml)
+	tp := guardian.Thumbprint(gone.Signing)
+	if p.FindThumbprint(strings.Repeat("0", 40)) != nil {
+		t.Error("an unknown thumbprint was found")
+	}
+	w := p.FindThumbprint(strings.ToLower(tp))
+	if w == nil {
+		t.Fatal("the thumbprint kp show prints was not found")
+	}
+	changed, out, err := p.Revoke([]*guardian.Guardian{owner}, w.Guardian(tp))
+	if err != nil || !changed {
+		t.Fatalf("revoke by thumbprint: changed=%v %v", changed, err)
+	}
+	if _, err := parseVerifyUnwrap(out, gone); kindOf(err) != KindNoAccess {
+		t.Errorf("the revoked guardian still unwraps: %v", err)
+	}
+}

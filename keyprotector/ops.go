@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -104,6 +105,24 @@ func (p *Protector) Verify(pol Policy) error {
 // Matches reports whether w was made for guardian g.
 func (w *Wrapping) Matches(g *guardian.Guardian) bool {
 	return g.Signing != nil && g.Encryption != nil && w.Signing.Equal(g.Signing) && w.Encryption.Equal(g.Encryption)
+}
+
+// Guardian is the guardian w was made for, rebuilt from its certificates
+// (public parts only) and called name.
+func (w *Wrapping) Guardian(name string) *guardian.Guardian {
+	return &guardian.Guardian{Name: name, Signing: w.Signing, Encryption: w.Encryption, EncryptionCertSignature: w.EncryptionCertSig.Value}
+}
+
+// FindThumbprint returns the wrapping whose signing certificate has the
+// thumbprint tp (guardian.Thumbprint's form), or nil: how a guardian that
+// no store here knows any more (a decommissioned host) is named.
+func (p *Protector) FindThumbprint(tp string) *Wrapping {
+	for _, w := range p.Wrappings {
+		if strings.EqualFold(guardian.Thumbprint(w.Signing), tp) {
+			return w
+		}
+	}
+	return nil
 }
 
 // Find returns the wrapping made for g, or nil.
@@ -316,11 +335,7 @@ func (p *Protector) Members(identities []*guardian.Guardian) (*guardian.Guardian
 		if w.ID == p.OwnerID {
 			continue
 		}
-		others = append(others, &guardian.Guardian{
-			Name:    fmt.Sprintf("wrapping %d", w.ID),
-			Signing: w.Signing, Encryption: w.Encryption,
-			EncryptionCertSignature: w.EncryptionCertSig.Value,
-		})
+		others = append(others, w.Guardian(fmt.Sprintf("wrapping %d", w.ID)))
 	}
 	return owner, others, nil
 }

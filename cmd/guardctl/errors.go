@@ -100,7 +100,7 @@ func classify(err error) (int, string) {
 	if errors.Is(err, vtpm.ErrInUse) {
 		return exitFailure, "shut the VM (and its swtpm) down first"
 	}
-	if strings.HasPrefix(err.Error(), "required flag(s)") || strings.HasPrefix(err.Error(), "if any flags in the group") {
+	if strings.HasPrefix(err.Error(), "required flag(s)") || strings.HasPrefix(err.Error(), "if any flags in the group") || strings.HasPrefix(err.Error(), "at least one of the flags in the group") {
 		return exitUsage, ""
 	}
 	switch {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -162,6 +164,65 @@ func (a *app) unwrapProtector(file string, p *keyprotector.Protector, allowExpir
 		return nil, nil, inFile(file, err)
 	}
 	return key, by, nil
+}
+
+// revokeFlags are --guardian and --thumbprint, the two ways to name the
+// guardian a revoke removes: a decommissioned host's guardian is usually in
+// no store any more, and is named by its signing thumbprint (as kp show
+// prints it).
+type revokeFlags struct {
+	guardianName, thumbprint string
+}
+
+func (r *revokeFlags) register(cmd *cobra.Command, a *app, verb string) {
+	f := cmd.Flags()
+	f.StringVar(&r.guardianName, "guardian", "", "guardian to "+verb+" (a guardian of this store, public-only is enough)")
+	if verb == "revoke" {
+		f.StringVar(&r.thumbprint, "thumbprint", "", "revoke the guardian whose signing certificate has this SHA-1 thumbprint (as 'kp show' prints it), whether or not this store knows it")
+		cmd.MarkFlagsOneRequired("guardian", "thumbprint")
+		cmd.MarkFlagsMutuallyExclusive("guardian", "thumbprint")
+	} else {
+		cmd.MarkFlagRequired("guardian")
+	}
+	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
+}
+
+// target is the guardian named by --guardian (nil with --thumbprint) and
+// how to call it in messages.
+func (r *revokeFlags) target(a *app, verb string, allowExpired bool) (*guardian.Guardian, string, error) {
+	if r.thumbprint == "" {
+		g, err := a.accessTarget(r.guardianName, verb, allowExpired)
+		if err != nil {
+			return nil, "", err
+		}
+		return g, fmt.Sprintf("guardian %q", g.Name), nil
+	}
+	tp := strings.ToUpper(strings.NewReplacer(" ", "", ":", "").Replace(r.thumbprint))
+	if _, err := hex.DecodeString(tp); err != nil || len(tp) != 40 {
+		return nil, "", usageError("--thumbprint %q is not a SHA-1 thumbprint (40 hexadecimal digits, as 'guardctl kp show' prints it)", r.thumbprint)
+	}
+	r.thumbprint = tp
+	return nil, "the guardian with signing thumbprint " + tp, nil
+}
+
+// asking is who, as a confirmation names it: with the thumbprint.
+func asking(who string, g *guardian.Guardian) string {
+	if g == nil {
+		return who
+	}
+	return fmt.Sprintf("%s (signing %s)", who, guardian.Thumbprint(g.Signing))
+}
+
+// in is the guardian to revoke from p: g, or with --thumbprint the one p
+// has a wrapping for (nil when p has none).
+func (r *revokeFlags) in(p *keyprotector.Protector, g *guardian.Guardian) *guardian.Guardian {
+	if r.thumbprint == "" {
+		return g
+	}
+	if w := p.FindThumbprint(r.thumbprint); w != nil {
+		return w.Guardian(r.thumbprint)
+	}
+	return nil
 }
 
 // accessTarget loads the guardian a grant or revoke is about (public

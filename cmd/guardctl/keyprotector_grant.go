@@ -13,8 +13,8 @@ import (
 
 // kpChange is grant or revoke, applied to many files.
 type kpChange struct {
-	verb         string // grant or revoke
-	guardianName string
+	verb string // grant or revoke
+	revokeFlags
 	allowExpired bool
 	noBackup     bool
 	keepBackup   bool
@@ -35,7 +35,7 @@ type kpFileResult struct {
 
 func (c *kpChange) register(cmd *cobra.Command, a *app) {
 	f := cmd.Flags()
-	f.StringVar(&c.guardianName, "guardian", "", "guardian to "+c.verb+" (a guardian of this store, public-only is enough)")
+	c.revokeFlags.register(cmd, a, c.verb)
 	f.BoolVar(&c.allowExpired, "allow-expired", false, "accept expired guardian certificates")
 	if c.verb == "grant" {
 		f.BoolVar(&c.noBackup, "no-backup", false, "do not keep the previous version of each file as a .bak backup")
@@ -45,15 +45,13 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 		f.MarkHidden("no-backup")
 	}
 	f.IntVar(&c.jobs, "jobs", runtime.NumCPU(), "files to work on at once")
-	cmd.MarkFlagRequired("guardian")
-	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
 }
 
 func (c *kpChange) run(a *app, files []string) error {
 	if err := notInPlace("kp "+c.verb, files...); err != nil {
 		return err
 	}
-	g, err := a.accessTarget(c.guardianName, c.verb, c.allowExpired)
+	g, who, err := c.target(a, c.verb, c.allowExpired)
 	if err != nil {
 		return err
 	}
@@ -67,8 +65,8 @@ func (c *kpChange) run(a *app, files []string) error {
 	} else {
 		what += "s"
 	}
-	action := map[string]string{"grant": "Give guardian %q (signing %s) access to %s?", "revoke": "Take access to %[3]s away from guardian %[1]q (signing %[2]s)?"}[c.verb]
-	if err := a.confirm(fmt.Sprintf(action, g.Name, guardian.Thumbprint(g.Signing), what), fmt.Sprintf("refusing to %s", c.verb)); err != nil {
+	action := map[string]string{"grant": "Give %s access to %s?", "revoke": "Take access to %[2]s away from %[1]s?"}[c.verb]
+	if err := a.confirm(fmt.Sprintf(action, asking(who, g), what), fmt.Sprintf("refusing to %s", c.verb)); err != nil {
 		return err
 	}
 	results := make([]kpFileResult, len(files))
@@ -79,7 +77,7 @@ func (c *kpChange) run(a *app, files []string) error {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				results[i] = c.apply(files[i], ids, g)
+				results[i] = c.apply(files[i], ids, g, who)
 			}
 		}()
 	}
@@ -111,12 +109,12 @@ func (c *kpChange) run(a *app, files []string) error {
 			case r.Error != "":
 				// one file: its error, with its hint, is the command's
 			case r.Changed:
-				a.note("guardctl: %s: %s guardian %q", r.File, map[string]string{"grant": "granted", "revoke": "revoked"}[c.verb], g.Name)
+				a.note("guardctl: %s: %s %s", r.File, map[string]string{"grant": "granted", "revoke": "revoked"}[c.verb], who)
 				if r.BackupOpensFor != "" {
 					a.note("guardctl: the backup %s still lets %s unwrap: delete it once it is not needed", r.Backup, r.BackupOpensFor)
 				}
 			default:
-				a.note("guardctl: %s: unchanged (guardian %q %s)", r.File, g.Name, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+				a.note("guardctl: %s: unchanged (%s %s)", r.File, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 			}
 		}
 	}
@@ -138,7 +136,7 @@ func (c *kpChange) run(a *app, files []string) error {
 
 // apply changes one file: read, verify, change and replace it, under a
 // lock on the file (keyprotector.GrantFile, RevokeFile).
-func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guardian) kpFileResult {
+func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guardian, who string) kpFileResult {
 	res := kpFileResult{File: file}
 	opt := keyprotector.FileOptions{Policy: keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}}
 	var r keyprotector.FileResult
@@ -148,7 +146,11 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		r, err = keyprotector.GrantFile(file, ids, g, opt)
 	} else {
 		opt.Backup = c.keepBackup
-		r, err = keyprotector.RevokeFile(file, ids, g, opt)
+		if c.thumbprint != "" {
+			r, err = keyprotector.RevokeThumbprintFile(file, ids, c.thumbprint, opt)
+		} else {
+			r, err = keyprotector.RevokeFile(file, ids, g, opt)
+		}
 	}
 	if err != nil {
 		err = fileError(file, err)
@@ -158,7 +160,7 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 	}
 	res.Changed, res.Backup = r.Changed, r.Backup
 	if c.verb == "revoke" && r.Backup != "" {
-		res.BackupOpensFor = fmt.Sprintf("guardian %q", g.Name)
+		res.BackupOpensFor = who
 	}
 	return res
 }
@@ -185,10 +187,12 @@ backup unless --no-backup. guardctl asks first; --yes confirms.`,
 func newKPRevokeCmd(a *app) *cobra.Command {
 	c := &kpChange{verb: "revoke"}
 	cmd := &cobra.Command{
-		Use:   "revoke FILE... --guardian H",
+		Use:   "revoke FILE... (--guardian H | --thumbprint T)",
 		Short: "Stop a guardian from unwrapping key protectors",
 		Long: `Remove guardian H's wrapping from each key protector (the owner's cannot be
-removed). It needs the owner's private signing key. No copy of the old file is
+removed). It needs the owner's private signing key. A guardian no store here
+knows any more (a decommissioned host) is named by its signing thumbprint, as
+'kp show' prints it: --thumbprint T. No copy of the old file is
 kept unless --keep-backup, since it would still let H unwrap. The transport key
 stays the same: a revoked host that kept the key or an old copy of the file still knows it
 (for vTPM bundles, 'guardctl vtpm revoke --rotate' changes the key).`,

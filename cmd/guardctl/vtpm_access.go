@@ -12,8 +12,8 @@ import (
 
 // vtpmAccess is vtpm grant or revoke.
 type vtpmAccess struct {
-	verb         string
-	guardianName string
+	verb string
+	revokeFlags
 	rotate       bool
 	keepBackup   bool
 	allowExpired bool
@@ -23,7 +23,7 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err := notInPlace("vtpm "+c.verb, file); err != nil {
 		return err
 	}
-	g, err := a.accessTarget(c.guardianName, c.verb, c.allowExpired)
+	g, who, err := c.target(a, c.verb, c.allowExpired)
 	if err != nil {
 		return err
 	}
@@ -35,9 +35,9 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err != nil {
 		return err
 	}
-	question := fmt.Sprintf("Give guardian %q (signing %s) access to %s?", g.Name, guardian.Thumbprint(g.Signing), file)
+	question := fmt.Sprintf("Give %s access to %s?", asking(who, g), file)
 	if c.verb == "revoke" {
-		question = fmt.Sprintf("Take access to %s away from guardian %q (signing %s)?", file, g.Name, guardian.Thumbprint(g.Signing))
+		question = fmt.Sprintf("Take access to %s away from %s?", file, asking(who, g))
 		if c.rotate {
 			question += " The payload is re-encrypted under a new transport key."
 		}
@@ -62,10 +62,10 @@ func (c *vtpmAccess) run(a *app, file string) error {
 		return err
 	}
 	if !changed {
-		a.note("guardctl: %s: unchanged (guardian %q %s)", file, g.Name, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+		a.note("guardctl: %s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 	} else if backup != "" {
 		if c.verb == "revoke" {
-			a.note("guardctl: %s written; the backup %s still lets guardian %q open it: delete it once it is not needed", file, backup, g.Name)
+			a.note("guardctl: %s written; the backup %s still lets %s open it: delete it once it is not needed", file, backup, who)
 		} else {
 			a.note("guardctl: %s written; the previous version is %s", file, backup)
 		}
@@ -87,7 +87,7 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 	var kpXML []byte
 	if c.verb == "grant" {
 		changed, kpXML, err = p.Grant(ids, g)
-	} else {
+	} else if g = c.in(p, g); g != nil {
 		changed, kpXML, err = p.Revoke(ids, g)
 	}
 	if err != nil || !changed {
@@ -130,7 +130,7 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 func newVTPMAccessCmd(a *app, verb string) *cobra.Command {
 	c := &vtpmAccess{verb: verb}
 	cmd := &cobra.Command{
-		Use:   verb + " FILE --guardian H",
+		Use:   verb + map[string]string{"grant": " FILE --guardian H", "revoke": " FILE (--guardian H | --thumbprint T)"}[verb],
 		Short: map[string]string{"grant": "Let another guardian open a bundle (its payload is untouched)", "revoke": "Stop a guardian from opening a bundle (--rotate re-encrypts the payload)"}[verb],
 		Long: map[string]string{
 			"grant": `Add a wrapping for guardian H to the bundle's key protector; the payload is not
@@ -138,7 +138,8 @@ touched. Needs the owner's private signing key and a guardian that can unwrap,
 both in this store. The bundle is replaced atomically and the old one kept
 (0600).`,
 			"revoke": `Remove guardian H's wrapping from the bundle's key protector (the owner's cannot
-be removed). Without --rotate the transport key stays the same: a revoked host
+be removed). A guardian no store here knows any more is named by its signing
+thumbprint, as 'vtpm inspect' prints it: --thumbprint T. Without --rotate the transport key stays the same: a revoked host
 that kept it, or an old copy of the bundle, can still open the payload. With
 --rotate the payload is re-encrypted under a new transport key wrapped for those
 who keep access. No copy of the old bundle is kept unless --keep-backup, since
@@ -148,13 +149,11 @@ it would still open for H.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args[0]) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&c.guardianName, "guardian", "", "guardian to "+verb)
+	c.revokeFlags.register(cmd, a, verb)
 	f.BoolVar(&c.allowExpired, "allow-expired", false, "accept expired guardian certificates")
 	if verb == "revoke" {
 		f.BoolVar(&c.rotate, "rotate", false, "re-encrypt the payload under a new transport key")
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous bundle as a .bak (0600), which still lets the revoked guardian open it")
 	}
-	cmd.MarkFlagRequired("guardian")
-	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
 	return cmd
 }
