@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/spf13/cobra"
@@ -22,6 +23,8 @@ type app struct {
 	stdin  *os.File
 	stdout io.Writer
 	stderr *os.File
+
+	answers *bool // whether the terminal answered canPrompt's query
 }
 
 func run(args []string) int {
@@ -146,6 +149,27 @@ func (a *app) store() (certstore.Store, error) {
 // on both standard input and standard error, and no --no-input.
 func (a *app) interactive() bool {
 	return !a.noInput && term.IsTerminal(int(a.stdin.Fd())) && term.IsTerminal(int(a.stderr.Fd()))
+}
+
+// terminalTimeout is how long canPrompt waits for the terminal to answer.
+const terminalTimeout = 2 * time.Second
+
+// canPrompt reports whether guardctl can prompt: interactive, and a
+// terminal that answers the cursor-position query the prompt library
+// sends first (it would wait forever for one that does not; without an
+// answer guardctl refuses as it does without a terminal).
+func (a *app) canPrompt() bool {
+	if !a.interactive() {
+		return false
+	}
+	if a.answers == nil {
+		ok := terminalAnswers(a.stdin, a.stderr, terminalTimeout)
+		a.answers = &ok
+		if !ok {
+			fmt.Fprintf(a.stderr, "guardctl: the terminal did not answer within %v; not prompting\n", terminalTimeout)
+		}
+	}
+	return *a.answers
 }
 
 // exactArgs is cobra.ExactArgs with a usage exit code and the argument's name.

@@ -33,7 +33,7 @@ func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, erro
 	if pw := os.Getenv("GUARDCTL_PASSWORD"); pw != "" {
 		return pw, nil
 	}
-	if !a.interactive() {
+	if !a.canPrompt() {
 		return "", &cliError{code: exitUsage, msg: "a password is needed and there is no terminal to ask for it",
 			hint: "pass --password-file FILE (- reads standard input) or set GUARDCTL_PASSWORD"}
 	}
@@ -65,7 +65,7 @@ func (a *app) confirm(question, refusal string) error {
 	if a.yes {
 		return nil
 	}
-	if !a.interactive() {
+	if !a.canPrompt() {
 		return &cliError{code: exitUsage, msg: refusal + " without confirmation", hint: "pass --yes to confirm"}
 	}
 	ok := false
