@@ -67,18 +67,51 @@ func ParseKeyFile(data []byte, format string) (Key, error) {
 	return nil, errorf(KindKey, "unknown key format %q (want hex or binary)", format)
 }
 
-// KeyFromPassphrase derives the key swtpm's --key pwdfile= derives:
-// PBKDF2-HMAC-SHA512 with salt "swtpm" and 1000 iterations. The passphrase
-// is every byte given, a trailing newline included, as swtpm reads it.
-func KeyFromPassphrase(passphrase []byte, bits int) (Key, error) {
+// KDF is how swtpm derives a key from a passphrase: --key pwdfile=F,kdf=…
+type KDF string
+
+const (
+	// KDFPBKDF2 is swtpm's default (and what libvirt and swtpm_setup use):
+	// PBKDF2-HMAC-SHA512, salt "swtpm", 1000 iterations.
+	KDFPBKDF2 KDF = "pbkdf2"
+	// KDFSHA512 is kdf=sha512: the first 16 or 32 bytes of SHA-512 of the
+	// passphrase.
+	KDFSHA512 KDF = "sha512"
+)
+
+// KDFs are swtpm's key derivations, its default first.
+var KDFs = []KDF{KDFPBKDF2, KDFSHA512}
+
+// ParseKDF reads a kdf= value; "" is swtpm's default, pbkdf2.
+func ParseKDF(s string) (KDF, error) {
+	switch KDF(s) {
+	case "", KDFPBKDF2:
+		return KDFPBKDF2, nil
+	case KDFSHA512:
+		return KDFSHA512, nil
+	}
+	return "", errorf(KindKey, "unknown key derivation %q (swtpm's are pbkdf2 and sha512)", s)
+}
+
+// KeyFromPassphrase derives the key swtpm's --key pwdfile=F,kdf=… derives.
+// The passphrase is every byte given, a trailing newline included, as
+// swtpm reads it.
+func KeyFromPassphrase(passphrase []byte, bits int, kdf KDF) (Key, error) {
 	if bits != 128 && bits != 256 {
 		return nil, errorf(KindKey, "key size %d bits is not one swtpm uses (128 or 256)", bits)
 	}
-	k, err := pbkdf2.Key(sha512.New, string(passphrase), []byte("swtpm"), 1000, bits/8)
-	if err != nil {
-		return nil, err
+	switch kdf {
+	case KDFPBKDF2:
+		k, err := pbkdf2.Key(sha512.New, string(passphrase), []byte("swtpm"), 1000, bits/8)
+		if err != nil {
+			return nil, err
+		}
+		return k, nil
+	case KDFSHA512:
+		sum := sha512.Sum512(passphrase)
+		return Key(bytes.Clone(sum[:bits/8])), nil
 	}
-	return k, nil
+	return nil, errorf(KindKey, "unknown key derivation %q (swtpm's are pbkdf2 and sha512)", kdf)
 }
 
 // Info is what a blob's header says.

@@ -77,6 +77,26 @@ type StateEncryption struct {
 	Cipher    string `json:"cipher"`              // aes-128-cbc or aes-256-cbc
 	Secret    string `json:"secret"`              // key or passphrase
 	KeyFormat string `json:"keyFormat,omitempty"` // hex or binary, for a key
+	// KDF is swtpm's kdf= for a passphrase (pbkdf2 or sha512); bundles
+	// made before it was recorded mean pbkdf2, swtpm's default.
+	KDF KDF `json:"kdf,omitempty"`
+}
+
+// SwtpmKey is the value of swtpm's --key option for the state, with its
+// key or passphrase in file.
+func (e *StateEncryption) SwtpmKey(file string) string {
+	if e.Secret == "passphrase" {
+		kdf := e.KDF
+		if kdf == "" {
+			kdf = KDFPBKDF2
+		}
+		return fmt.Sprintf("pwdfile=%s,mode=%s,kdf=%s", file, e.Cipher, kdf)
+	}
+	s := fmt.Sprintf("file=%s,mode=%s", file, e.Cipher)
+	if e.KeyFormat == "binary" {
+		s += ",format=binary"
+	}
+	return s
 }
 
 // PayloadFormat names the payload's cryptography.
@@ -275,6 +295,11 @@ func ReadBundle(data []byte) (*Bundle, error) {
 			}
 			if len(b.Manifest.Files) == 0 || len(b.Manifest.Files) > maxBundleFiles {
 				return nil, errorf(KindInvalid, "the manifest lists %d files", len(b.Manifest.Files))
+			}
+			if e := b.Manifest.StateEncryption; e != nil && e.KDF != "" {
+				if _, err := ParseKDF(string(e.KDF)); err != nil || e.Secret != "passphrase" {
+					return nil, errorf(KindUnsupported, "the manifest names the key derivation %q for a %s; guardctl knows pbkdf2 and sha512, for a passphrase", e.KDF, e.Secret)
+				}
 			}
 			seen := map[string]bool{}
 			for _, f := range b.Manifest.Files {

@@ -164,3 +164,34 @@ func (s *State) CheckNotInUse() error {
 	}
 	return ErrInUse
 }
+
+// PassphraseKey returns the key passphrase derives that opens every blob of
+// the state, and the key derivation that made it: kdf when given, else
+// whichever of swtpm's opens it (its default first). bits is the state's
+// key size.
+func (s *State) PassphraseKey(passphrase []byte, bits int, kdf KDF) (Key, KDF, error) {
+	kdfs := KDFs
+	if kdf != "" {
+		kdfs = []KDF{kdf}
+	}
+	var firstErr error
+	for _, d := range kdfs {
+		key, err := KeyFromPassphrase(passphrase, bits, d)
+		if err == nil {
+			_, err = s.Transform(func(_ string, b []byte) ([]byte, error) { return Decrypt(b, key) })
+		}
+		if err == nil {
+			return key, d, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if len(kdfs) > 1 {
+		var ve *Error
+		if errors.As(firstErr, &ve) && ve.Kind == KindKey {
+			return nil, "", errorf(KindKey, "%v (tried swtpm's key derivations pbkdf2 and sha512)", firstErr)
+		}
+	}
+	return nil, "", firstErr
+}

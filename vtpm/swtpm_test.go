@@ -169,7 +169,7 @@ func TestRealSwtpmState(t *testing.T) {
 	}
 	key128, _ := ParseKeyFile(hex128, "hex")
 	key256, _ := ParseKeyFile(hex256, "hex")
-	keyPass, _ := KeyFromPassphrase(pass, 256)
+	keyPass, _ := KeyFromPassphrase(pass, 256, KDFPBKDF2)
 	variants := []struct {
 		name      string
 		setupArgs []string

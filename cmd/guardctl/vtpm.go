@@ -35,8 +35,8 @@ secret). docs/vtpm.md describes the bundle and what is refused.`,
 
 // stateKeyFlags name how a state's key is given.
 type stateKeyFlags struct {
-	keyFile, keyFormat, passphraseFile string
-	secret                             []byte // what key read from the file
+	keyFile, keyFormat, passphraseFile, kdf string
+	secret                                  []byte // what key read from the file
 }
 
 func (f *stateKeyFlags) register(cmd *cobra.Command, prefix, what string) {
@@ -44,33 +44,86 @@ func (f *stateKeyFlags) register(cmd *cobra.Command, prefix, what string) {
 	fl.StringVar(&f.keyFile, prefix+"key-file", "", what+" key file, as swtpm --key file= reads it (- for standard input)")
 	fl.StringVar(&f.keyFormat, prefix+"key-format", "hex", "format of the "+prefix+"key file: hex or binary")
 	fl.StringVar(&f.passphraseFile, prefix+"passphrase-file", "", what+" passphrase file, every byte of it (as swtpm --key pwdfile= and libvirt's secret; - for standard input)")
+	kdfUsage := "swtpm's key derivation (kdf=) for the passphrase: pbkdf2 or sha512 (default: whichever opens the state)"
+	if prefix != "" {
+		kdfUsage = "swtpm's key derivation (kdf=) for the new passphrase: pbkdf2 (swtpm's default) or sha512"
+	}
+	fl.StringVar(&f.kdf, prefix+"kdf", "", kdfUsage)
 	cmd.MarkFlagsMutuallyExclusive(prefix+"key-file", prefix+"passphrase-file")
+	cmd.MarkFlagsMutuallyExclusive(prefix+"key-file", prefix+"kdf")
 }
 
 func (f *stateKeyFlags) given() bool { return f.keyFile != "" || f.passphraseFile != "" }
 
-// key returns the key the flags name; bits is what a passphrase derives.
-func (f *stateKeyFlags) key(bits int) (vtpm.Key, error) {
-	switch {
-	case f.keyFile != "":
+func (f *stateKeyFlags) readSecret() ([]byte, error) {
+	if f.keyFile != "" {
 		data, err := readInput(f.keyFile, 4096)
 		if err != nil {
 			return nil, err
 		}
 		f.secret = data
-		return vtpm.ParseKeyFile(data, f.keyFormat)
-	case f.passphraseFile != "":
-		data, err := readInput(f.passphraseFile, 1<<20)
-		if err != nil {
-			return nil, err
-		}
-		if len(data) == 0 {
-			return nil, usageError("the passphrase file %s is empty", f.passphraseFile)
-		}
-		f.secret = data
-		return vtpm.KeyFromPassphrase(data, bits)
+		return data, nil
 	}
-	return nil, nil
+	data, err := readInput(f.passphraseFile, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) == 0 {
+		return nil, usageError("the passphrase file %s is empty", f.passphraseFile)
+	}
+	f.secret = data
+	return data, nil
+}
+
+// key returns the new key the flags name (nil for none); bits is what a
+// passphrase derives, and the passphrase's key derivation is --kdf's
+// (swtpm's default, pbkdf2, when not given).
+func (f *stateKeyFlags) key(bits int) (vtpm.Key, vtpm.KDF, error) {
+	if !f.given() {
+		return nil, "", nil
+	}
+	data, err := f.readSecret()
+	if err != nil {
+		return nil, "", err
+	}
+	if f.keyFile != "" {
+		k, err := vtpm.ParseKeyFile(data, f.keyFormat)
+		return k, "", err
+	}
+	kdf, err := vtpm.ParseKDF(f.kdf)
+	if err != nil {
+		return nil, "", usageError("%v", err)
+	}
+	k, err := vtpm.KeyFromPassphrase(data, bits, kdf)
+	return k, kdf, err
+}
+
+// open returns the key the flags name that opens every blob of st (nil
+// when none is given) and, for a passphrase, the key derivation that did:
+// --kdf's, or whichever of swtpm's opens it. bits is the state's key size.
+func (f *stateKeyFlags) open(st *vtpm.State, bits int) (vtpm.Key, vtpm.KDF, error) {
+	if !f.given() {
+		return nil, "", nil
+	}
+	if f.keyFile != "" || f.kdf != "" {
+		key, kdf, err := f.key(bits)
+		if err != nil {
+			return nil, "", err
+		}
+		if _, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) }); err != nil {
+			return nil, "", inFile(st.Path, err)
+		}
+		return key, kdf, nil
+	}
+	data, err := f.readSecret()
+	if err != nil {
+		return nil, "", err
+	}
+	key, kdf, err := st.PassphraseKey(data, bits, "")
+	if err != nil {
+		return nil, "", inFile(st.Path, err)
+	}
+	return key, kdf, nil
 }
 
 // readState reads a state (directory, linear file or blob file).
@@ -133,6 +186,7 @@ type checkResultView struct {
 	Encrypted  bool     `json:"encrypted"`
 	KeyBits    int      `json:"keyBits,omitempty"`
 	KeyChecked bool     `json:"keyChecked"`
+	KDF        string   `json:"kdf,omitempty"` // the passphrase's key derivation that opens it
 }
 
 func newVTPMCheckCmd(a *app) *cobra.Command {
@@ -156,14 +210,17 @@ key was given), 5 when it does not.`,
 			}
 			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits}
 			if k.given() {
-				key, err := k.key(max(info.KeyBits, 256))
+				// A passphrase derives a key of the state's size (AES-128
+				// or AES-256), as swtpm's mode= says and wrap does.
+				bits := info.KeyBits
+				if bits == 0 {
+					bits = 256
+				}
+				_, kdf, err := k.open(st, bits)
 				if err != nil {
 					return err
 				}
-				if _, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) }); err != nil {
-					return inFile(st.Path, err)
-				}
-				res.KeyChecked = true
+				res.KeyChecked, res.KDF = true, string(kdf)
 			}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
@@ -177,6 +234,8 @@ key was given), 5 when it does not.`,
 				pairs = append(pairs, [2]string{"Volatile state", "present: swtpm resumes from it at its next start"})
 			}
 			switch {
+			case res.KeyChecked && res.KDF != "":
+				pairs = append(pairs, [2]string{"Key", fmt.Sprintf("opens the state, a passphrase with kdf=%s (swtpm --key pwdfile=F,mode=aes-%d-cbc,kdf=%s)", res.KDF, info.KeyBits, res.KDF)})
 			case res.KeyChecked:
 				pairs = append(pairs, [2]string{"Key", "opens the state"})
 			case info.Encrypted:
@@ -194,6 +253,7 @@ type rekeyResult struct {
 	Path      string   `json:"path"`
 	Encrypted bool     `json:"encrypted"`
 	KeyBits   int      `json:"keyBits,omitempty"`
+	KDF       string   `json:"kdf,omitempty"` // the new passphrase's key derivation
 	Backups   []string `json:"backups"`
 }
 
@@ -213,7 +273,9 @@ plaintext) unless --keep-backup; with --to-plain the previous file is kept as a
 .bak (0600). Refused while a swtpm is using the state.
 
 Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
---key pwdfile=F,mode=… (for libvirt, set the new value of the vTPM secret).`,
+--key pwdfile=F,mode=…,kdf=… (for libvirt, set the new value of the vTPM secret;
+libvirt uses swtpm's default key derivation, pbkdf2). The current passphrase is
+tried with both of swtpm's key derivations unless --kdf names one.`,
 		Example: `  guardctl vtpm rekey /var/lib/libvirt/swtpm/$UUID/tpm2 --passphrase-file old.pass --new-passphrase-file new.pass
   guardctl vtpm rekey vm1/tpm2 --new-key-file vm1.key            # encrypt plain state (AES-256 for a 64-digit key)
   guardctl vtpm rekey vm1/tpm2 --key-file vm1.key --to-plain`,
@@ -236,11 +298,11 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			if err != nil {
 				return err
 			}
-			oldKey, err := old.key(max(info.KeyBits, 128))
+			oldKey, _, err := old.open(st, max(info.KeyBits, 128))
 			if err != nil {
 				return err
 			}
-			newKey, err := next.key(bits)
+			newKey, newKDF, err := next.key(bits)
 			if err != nil {
 				return err
 			}
@@ -274,13 +336,16 @@ Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 			if !keep {
 				backup = []string{}
 			}
-			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, Backups: backup}
+			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, KDF: string(newKDF), Backups: backup}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
 			}
 			what := "plaintext"
 			if newKey != nil {
 				what = fmt.Sprintf("AES-%d-CBC under the new key", len(newKey)*8)
+			}
+			if newKDF != "" {
+				defer a.note("guardctl: start swtpm with --key pwdfile=%s,mode=aes-%d-cbc,kdf=%s", next.passphraseFile, len(newKey)*8, newKDF)
 			}
 			switch {
 			case !keep:

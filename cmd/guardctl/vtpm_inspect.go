@@ -49,7 +49,7 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 	}
 	enc := "plain (not encrypted by swtpm)"
 	if m.StateEncryption != nil {
-		enc = fmt.Sprintf("%s, its %s is in the bundle", m.StateEncryption.Cipher, m.StateEncryption.Secret)
+		enc = fmt.Sprintf("%s, its %s is in the bundle (swtpm --key %s)", m.StateEncryption.Cipher, m.StateEncryption.Secret, m.StateEncryption.SwtpmKey("F"))
 	}
 	var files []string
 	for _, f := range m.Files {

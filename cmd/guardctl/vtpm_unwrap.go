@@ -25,6 +25,7 @@ type unwrapBundleResult struct {
 	Layout     string   `json:"layout"`
 	Files      []string `json:"files"`
 	SecretOut  string   `json:"secretOut,omitempty"`
+	SwtpmKey   string   `json:"swtpmKey,omitempty"` // swtpm's --key value for the state, with the secret in secretOut`
 	Backup     string   `json:"backup,omitempty"`
 	UnwrapWith string   `json:"unwrapWith"`
 }
@@ -190,6 +191,13 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 				}
 				res.SecretOut = secretOut
 			}
+			if m.StateEncryption != nil && secretOut != "" {
+				f := secretOut
+				if f == "-" {
+					f = "FILE"
+				}
+				res.SwtpmKey = m.StateEncryption.SwtpmKey(f)
+			}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
 			}
@@ -203,6 +211,9 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 				a.note("guardctl: the state's %s went to standard output", m.StateEncryption.Secret)
 			default:
 				a.note("guardctl: the state's %s is in %s (0600)", m.StateEncryption.Secret, secretOut)
+			}
+			if res.SwtpmKey != "" {
+				a.note("guardctl: start swtpm with --key %s", res.SwtpmKey)
 			}
 			return nil
 		},

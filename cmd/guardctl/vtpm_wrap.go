@@ -56,7 +56,10 @@ encrypted under its transport key. The bundle can travel over any channel; it
 reveals nothing, and any change to it is detected.
 
 State that swtpm encrypts travels with its key (--key-file) or passphrase
-(--passphrase-file, e.g. libvirt's vTPM secret value), which must open it.
+(--passphrase-file, e.g. libvirt's vTPM secret value), which must open it. A
+passphrase is tried with both of swtpm's key derivations (kdf=pbkdf2, the
+default, and kdf=sha512) unless --kdf names one; the bundle records which, so
+that unwrap tells the new host's swtpm the same options.
 Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 1.2 state. Volatile state (from a suspend) is refused unless --volatile include
 (swtpm resumes from it on the new host) or --volatile drop (a cold boot).`,
@@ -118,16 +121,14 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			case !info.Encrypted && k.given():
 				return usageError("%s is not encrypted; it takes no --key-file or --passphrase-file", st.Path)
 			case info.Encrypted:
-				key, err := k.key(info.KeyBits)
+				_, kdf, err := k.open(st, info.KeyBits)
 				if err != nil {
 					return err
 				}
-				if _, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) }); err != nil {
-					return inFile(st.Path, err)
-				}
 				enc := &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "key", KeyFormat: k.keyFormat}
 				if k.passphraseFile != "" {
-					enc = &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "passphrase"}
+					// The new host's swtpm needs the same kdf=.
+					enc = &vtpm.StateEncryption{Cipher: fmt.Sprintf("aes-%d-cbc", info.KeyBits), Secret: "passphrase", KDF: kdf}
 				}
 				files[vtpm.SecretFile], modes[vtpm.SecretFile] = k.secret, 0o600
 				m.StateEncryption = enc
