@@ -65,13 +65,13 @@ type Change struct {
 	Notice string
 }
 
-// HyperV is the --store value that selects Hyper-V's store.
-const HyperV = "hyperv"
+// HyperVSpec is the --store value that selects Hyper-V's store.
+const HyperVSpec = "hyperv"
 
-// Open returns the store spec names: HyperV for Hyper-V's store (an
+// Open returns the store spec names: HyperVSpec for Hyper-V's store (an
 // ErrUnsupported error where there is none), anything else a directory.
 func Open(spec string) (Store, error) {
-	if spec == HyperV {
+	if spec == HyperVSpec {
 		return openHyperV()
 	}
 	return OpenDir(spec), nil

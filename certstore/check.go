@@ -21,6 +21,25 @@ const (
 	FindingUnexpected FindingKind = "unexpected"
 	// FindingPermissions: a key or directory readable by others.
 	FindingPermissions FindingKind = "permissions"
+
+	// The Hyper-V store's own findings (FindingBroken and FindingLeftover
+	// are used there too).
+
+	// FindingNoPrivateKey: a guardian whose private keys are missing or
+	// cannot be opened, so this host cannot be the owner of a key
+	// protector or unwrap one with it. Nothing can repair that but
+	// importing the keys again.
+	FindingNoPrivateKey FindingKind = "no-private-key"
+	// FindingUnregistered: a pair guardctl added while HgsClient was
+	// missing; --repair registers it.
+	FindingUnregistered FindingKind = "unregistered"
+	// FindingGenerations: several generations of the same guardian name.
+	FindingGenerations FindingKind = "generations"
+	// FindingExpired and FindingExpiring: certificates past, or within
+	// ExpiringWithin of, their end of validity. Hyper-V still unwraps with
+	// them; plan a new guardian.
+	FindingExpired  FindingKind = "expired"
+	FindingExpiring FindingKind = "expiring"
 )
 
 // Finding is one problem in the store.
@@ -30,6 +49,9 @@ type Finding struct {
 	Name   string      `json:"name,omitempty"`
 	Detail string      `json:"detail"`
 	Action string      `json:"action,omitempty"` // what --repair did
+	// Warning: worth knowing, but not a problem (store check still exits
+	// 0 for it).
+	Warning bool `json:"warning,omitempty"`
 }
 
 // Check inspects the store under the exclusive lock (so that no write is in

@@ -72,8 +72,14 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 	} else if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return func() {}, nil
 	}
-	fl := flock.New(s.path(lockName), flock.SetPermissions(0o600))
-	ctx, cancel := context.WithTimeout(context.Background(), s.LockTimeout)
+	return takeLock(s.path(lockName), exclusive, s.LockTimeout)
+}
+
+// takeLock locks the file at path, exclusive or shared, waiting at most
+// timeout.
+func takeLock(path string, exclusive bool, timeout time.Duration) (unlock func(), err error) {
+	fl := flock.New(path, flock.SetPermissions(0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var ok bool
 	if exclusive {
@@ -90,7 +96,7 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		return nil, fmt.Errorf("locking the store: %w", err)
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w (waited %s)", ErrLocked, s.LockTimeout)
+		return nil, fmt.Errorf("%w (waited %s)", ErrLocked, timeout)
 	}
 	return func() { fl.Unlock() }, nil
 }

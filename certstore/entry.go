@@ -55,6 +55,14 @@ type Entry struct {
 	Meta     Meta
 	Guardian *guardian.Guardian
 	Problem  string
+	// Warning names something about a usable guardian that needs
+	// attention (for example a Hyper-V pair no registration names).
+	Warning string
+	// KeyErr says why private keys the store holds (Meta.HasPrivateKeys)
+	// are not in Guardian: a key Windows will not export. Such a guardian
+	// can still be used by Windows itself, but not exported or used by
+	// guardctl for cryptography.
+	KeyErr error
 }
 
 // Broken reports whether the entry could not be read whole.

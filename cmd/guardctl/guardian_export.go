@@ -83,11 +83,18 @@ kept as a .bak backup.`,
 			// A public-only guardian re-exports its public file with the
 			// signature it was imported with; a PFX pair needs private keys.
 			if public {
+				if e.KeyErr != nil && e.Guardian.EncryptionCertSignature == nil {
+					return withHint(e.KeyErr, exitFailure, "the public guardian file is signed with the signing key, which Windows will not give out")
+				}
 				return a.exportPublic(e.Guardian, dir, force)
 			}
 			if !e.Meta.HasPrivateKeys {
 				return withHint(fmt.Errorf("guardian %q has no private keys in this store", name), exitFailure,
 					"export it on the host that holds its private keys")
+			}
+			if e.KeyErr != nil {
+				return withHint(e.KeyErr, exitFailure,
+					"Windows keeps this key as not exportable (or cannot open it): guardctl cannot write a PFX pair for it; create a new guardian and grant it to the VMs while this host can still start them")
 			}
 			return a.exportPFX(e, dir, legacy, force, &pw)
 		},

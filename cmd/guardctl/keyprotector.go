@@ -50,7 +50,7 @@ func (a *app) identities() ([]*guardian.Guardian, error) {
 	}
 	var out []*guardian.Guardian
 	for _, e := range entries {
-		if !e.Broken() && e.Meta.HasPrivateKeys {
+		if !e.Broken() && e.Meta.HasPrivateKeys && e.KeyErr == nil {
 			out = append(out, e.Guardian)
 		}
 	}

@@ -75,6 +75,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("SCHEMA", schema)
 			env.Setenv("TPMSH", tpmsh)
 			env.Setenv("EXAMPLES", examples)
+			env.Setenv(fakeWindowsEnv, filepath.Join(env.WorkDir, "windows.json"))
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -85,6 +86,7 @@ func TestScripts(t *testing.T) {
 			"perm":     cmdPerm,
 			"mkpfx":    cmdMkpfx,
 			"exits":    cmdExits,
+			"fakewin":  cmdFakewin,
 		},
 	})
 }

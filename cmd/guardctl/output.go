@@ -16,9 +16,6 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 )
 
-// expiringWithin is when a guardian's status turns from ok to expiring.
-const expiringWithin = 60 * 24 * time.Hour
-
 // certView is the JSON form of a certificate (docs/json.md).
 type certView struct {
 	Subject            string    `json:"subject"`
@@ -38,8 +35,10 @@ type certView struct {
 type guardianView struct {
 	Name           string     `json:"name"`
 	HasPrivateKeys bool       `json:"hasPrivateKeys"`
-	Status         string     `json:"status"` // ok, expiring, expired, broken
+	Status         string     `json:"status"` // ok, warning, expiring, expired, broken
 	Problem        string     `json:"problem,omitempty"`
+	Warning        string     `json:"warning,omitempty"`
+	DaysLeft       *int       `json:"daysLeft,omitempty"`
 	Origin         string     `json:"origin,omitempty"`
 	AddedAt        *time.Time `json:"addedAt,omitempty"`
 	NotAfter       *time.Time `json:"notAfter,omitempty"`
@@ -75,6 +74,7 @@ func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
 		Name:           e.Name,
 		HasPrivateKeys: e.Meta.HasPrivateKeys,
 		Origin:         string(e.Meta.Origin),
+		Warning:        e.Warning,
 		Signing:        newCertView(g.Signing, g.SigningKey != nil),
 		Encryption:     newCertView(g.Encryption, g.EncryptionKey != nil),
 	}
@@ -85,14 +85,18 @@ func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
 	if g.Signing != nil && g.Encryption != nil {
 		t := g.NotAfter().UTC()
 		v.NotAfter = &t
+		days := certstore.DaysLeft(t, now)
+		v.DaysLeft = &days
 	}
 	switch {
 	case e.Broken():
 		v.Status, v.Problem = "broken", e.Problem
 	case now.After(*v.NotAfter):
 		v.Status = "expired"
-	case now.Add(expiringWithin).After(*v.NotAfter):
+	case now.Add(certstore.ExpiringWithin).After(*v.NotAfter):
 		v.Status = "expiring"
+	case e.Warning != "":
+		v.Status = "warning"
 	default:
 		v.Status = "ok"
 	}
@@ -100,10 +104,19 @@ func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
 }
 
 func (v guardianView) statusText() string {
-	if v.Status == "broken" {
+	s := v.Status
+	switch v.Status {
+	case "broken":
 		return "broken: " + v.Problem
+	case "warning":
+		return "warning: " + v.Warning
+	case "expiring":
+		s = fmt.Sprintf("expiring in %d days", *v.DaysLeft)
 	}
-	return v.Status
+	if v.Warning != "" {
+		s += "; " + v.Warning
+	}
+	return s
 }
 
 func (v guardianView) keysText() string {

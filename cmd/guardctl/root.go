@@ -15,7 +15,7 @@ import (
 
 // app is the state every command shares: global flags and the streams.
 type app struct {
-	storeSpec string // --store: a directory or certstore.HyperV
+	storeSpec string // --store: a directory or certstore.HyperVSpec
 	output    string
 	noInput   bool
 	yes       bool
@@ -136,13 +136,18 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 	return &cliError{code: exitUsage, msg: fmt.Sprintf("unknown command %q for %q", args[0], path), hint: hint}
 }
 
+// openStore opens a store from its --store value. Only the command tests
+// replace it (hyperv_fake_test.go backs --store hyperv with a fake of
+// Windows there); a release build always uses certstore.Open.
+var openStore = certstore.Open
+
 // store opens the store --store names (certstore.DefaultSpec when none).
 func (a *app) store() (certstore.Store, error) {
 	spec := a.storeSpec
 	if spec == "" {
 		spec = certstore.DefaultSpec()
 	}
-	return certstore.Open(spec)
+	return openStore(spec)
 }
 
 // interactive reports whether guardctl may prompt: a person at a terminal

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/spf13/cobra"
 )
@@ -16,10 +18,13 @@ func newStoreCmd(a *app) *cobra.Command {
 
 // checkResult is the JSON output of store check.
 type checkResult struct {
-	Store    string              `json:"store"`
-	Clean    bool                `json:"clean"`
-	Repaired bool                `json:"repaired"`
-	Findings []certstore.Finding `json:"findings"`
+	Store    string `json:"store"`
+	Clean    bool   `json:"clean"`
+	Repaired bool   `json:"repaired"`
+	// Remaining counts the findings that are problems (not warnings) and
+	// were not repaired: store check exits 6 when it is not 0.
+	Remaining int                 `json:"remaining"`
+	Findings  []certstore.Finding `json:"findings"`
 }
 
 func newStoreCheckCmd(a *app) *cobra.Command {
@@ -35,7 +40,18 @@ directories other users can read.
 With --repair, broken entries and leftovers are moved to the store's
 lost+found directory (nothing is deleted) and permissions are tightened.
 
-Exits 0 when the store is clean (or was repaired), 6 when problems remain.`,
+On Hyper-V's store (--store hyperv) it finds registrations whose certificates
+were deleted, guardians without usable private keys, pairs Remove-HgsGuardian
+left behind, generations of one name piling up, pairs added while HgsClient was
+missing, and expired or expiring certificates. With --repair, a registration
+without certificates is unregistered (and kept in the trash, so restore can
+register it again), leftover pairs are moved to the "guardctl Removed
+Guardians" store (restorable, never deleted), and pending names are
+registered. A guardian without private keys cannot be repaired: import its PFX
+pair again.
+
+Exits 0 when the store is clean (or was repaired, or only warnings remain), 6
+when problems remain.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := a.store()
@@ -47,6 +63,11 @@ Exits 0 when the store is clean (or was repaired), 6 when problems remain.`,
 				return err
 			}
 			res := checkResult{Store: st.Location(), Clean: len(findings) == 0, Repaired: repair && len(findings) > 0, Findings: findings}
+			for _, f := range findings {
+				if !f.Warning && f.Action == "" {
+					res.Remaining++
+				}
+			}
 			if res.Findings == nil {
 				res.Findings = []certstore.Finding{}
 			}
@@ -69,8 +90,11 @@ Exits 0 when the store is clean (or was repaired), 6 when problems remain.`,
 					return err
 				}
 			}
-			if len(findings) > 0 && !repair {
+			switch {
+			case res.Remaining > 0 && !repair:
 				return &cliError{code: exitStoreProblem, msg: "the store has problems", hint: "'guardctl store check --repair' moves them aside without deleting anything"}
+			case res.Remaining > 0:
+				return &cliError{code: exitStoreProblem, msg: fmt.Sprintf("%d of the problems need more than --repair can do", res.Remaining), hint: "see the PROBLEM column: a guardian without private keys needs its PFX pair imported again ('guardctl guardian import NAME --dir DIR --force')"}
 			}
 			return nil
 		},
