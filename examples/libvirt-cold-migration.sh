@@ -7,8 +7,10 @@
 #
 # Before: on the destination, 'guardctl guardian create dest' (once) and
 # 'guardctl guardian export dest --public', copied to the source and imported
-# there with 'guardctl guardian import dest --public dest.guardian.xml'. The
-# source host's own guardian (SOURCE_GUARDIAN, default the host name) owns the
+# there with 'guardctl guardian import dest --public dest.guardian.xml'; and
+# the other way round, the source's public guardian imported on the
+# destination, which accepts bundles only from owners it knows. The source
+# host's own guardian (SOURCE_GUARDIAN, default the host name) owns the
 # bundle. Copy OUTDIR to the destination by any channel: the bundle reveals
 # nothing, and the domain XML holds no secret.
 #

@@ -9,6 +9,11 @@
 # 'pvesm path <storage>:vm-<vmid>-disk-N' (the tpmstate0 line of
 # 'qm config VMID'). On the destination, create the VM's tpmstate0 volume
 # first (it is a 4 MiB volume) and give its path.
+#
+# Before, once: each node imports the other's public guardian ('guardctl
+# guardian export NAME --public' on one, 'guardctl guardian import NAME
+# --public FILE' on the other): the source wraps for the destination's, and
+# the destination accepts bundles only from an owner it knows.
 set -eu
 GUARDCTL=${GUARDCTL:-guardctl}
 case "${1:-}" in

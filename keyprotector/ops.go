@@ -94,6 +94,11 @@ func (p *Protector) Verify(pol Policy) error {
 			if _, err := guardian.RSAPublicKey("wrapping", c); err != nil {
 				return errorf(KindUnsupported, "wrapping %d: %v", w.ID, err)
 			}
+		}
+	}
+	// Dates last: "expired" means every signature was checked.
+	for _, w := range p.Wrappings {
+		for _, c := range []*x509.Certificate{w.Signing, w.Encryption} {
 			if !pol.AllowExpired && (now.After(c.NotAfter) || now.Before(c.NotBefore)) {
 				return errorf(KindExpired, "wrapping %d: the certificate %q is valid only from %s to %s", w.ID, c.Subject.CommonName, c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
 			}
@@ -123,6 +128,32 @@ func (p *Protector) FindThumbprint(tp string) *Wrapping {
 		}
 	}
 	return nil
+}
+
+// KnownOwner returns the guardian among known (public parts are enough)
+// that is p's owner, or nil. Valid signatures say only that the owner made
+// the key protector; whether that owner is to be trusted is this.
+func (p *Protector) KnownOwner(known []*guardian.Guardian) *guardian.Guardian {
+	owner := p.Owner()
+	if owner == nil {
+		return nil
+	}
+	for _, g := range known {
+		if owner.Matches(g) {
+			return g
+		}
+	}
+	return nil
+}
+
+// CheckOwner fails with KindUnknownOwner, naming the owner, unless p's
+// owner is among known.
+func (p *Protector) CheckOwner(known []*guardian.Guardian) error {
+	if p.KnownOwner(known) != nil {
+		return nil
+	}
+	owner := p.Owner()
+	return errorf(KindUnknownOwner, "its owner (%s, signing thumbprint %s) is not a guardian this store knows: anyone could have made it", owner.Signing.Subject.String(), guardian.Thumbprint(owner.Signing))
 }
 
 // Find returns the wrapping made for g, or nil.

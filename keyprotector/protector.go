@@ -121,6 +121,9 @@ const (
 	// KindConflict: the change asked for cannot be made (revoke the owner,
 	// grant a guardian twice with another certificate...).
 	KindConflict
+	// KindUnknownOwner: the signatures verify, but the owner who made them
+	// is not a guardian the store knows, so anyone could have.
+	KindUnknownOwner
 )
 
 // Error is every error this package returns about a key protector.

@@ -25,6 +25,7 @@ const (
 	exitVerification = 5   // wrong password; damaged, tampered or mismatched input; a certificate refused by policy
 	exitStoreProblem = 6   // store check found problems it did not repair
 	exitNoAccess     = 7   // no guardian here can unwrap, or the owner's private key is not here
+	exitUnverified   = 8   // shown, but not everything shown is verified (show, inspect)
 	exitInterrupted  = 130 // the user interrupted a prompt
 )
 
@@ -84,6 +85,8 @@ func classify(err error) (int, string) {
 			return exitVerification, "Hyper-V's own key protector algorithms are not published; see docs/keyprotector.md"
 		case keyprotector.KindConflict:
 			return exitFailure, ""
+		case keyprotector.KindUnknownOwner:
+			return exitVerification, "if you trust that owner, import its public guardian ('guardctl guardian export NAME --public' on its host, 'guardctl guardian import NAME --public FILE' here); --allow-unknown-owner accepts it once"
 		}
 		return exitVerification, ""
 	}

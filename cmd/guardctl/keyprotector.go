@@ -40,6 +40,16 @@ format and its algorithms.`,
 // identities returns the store's whole guardians with private keys: what
 // this host can unwrap with.
 func (a *app) identities() ([]*guardian.Guardian, error) {
+	return a.guardians(true)
+}
+
+// known returns every whole guardian of the store, public-only ones too:
+// the owners whose key protectors and bundles this host accepts.
+func (a *app) known() ([]*guardian.Guardian, error) {
+	return a.guardians(false)
+}
+
+func (a *app) guardians(privateOnly bool) ([]*guardian.Guardian, error) {
 	st, err := a.store()
 	if err != nil {
 		return nil, err
@@ -50,7 +60,7 @@ func (a *app) identities() ([]*guardian.Guardian, error) {
 	}
 	var out []*guardian.Guardian
 	for _, e := range entries {
-		if !e.Broken() && e.Meta.HasPrivateKeys && e.KeyErr == nil {
+		if !e.Broken() && (!privateOnly || e.Meta.HasPrivateKeys && e.KeyErr == nil) {
 			out = append(out, e.Guardian)
 		}
 	}
@@ -149,10 +159,21 @@ func kindOfKP(err error) keyprotector.Kind {
 	return 0
 }
 
-// unwrapProtector verifies p (read from file) and unwraps it with this
-// store's guardians.
-func (a *app) unwrapProtector(file string, p *keyprotector.Protector, allowExpired bool) ([]byte, *guardian.Guardian, error) {
-	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}); err != nil {
+// trustFlags are the flags of the commands that accept a key protector or
+// bundle made elsewhere.
+type trustFlags struct {
+	allowExpired, allowUnknownOwner bool
+}
+
+func (t *trustFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&t.allowExpired, "allow-expired", false, "accept expired guardian certificates")
+	cmd.Flags().BoolVar(&t.allowUnknownOwner, "allow-unknown-owner", false, "accept an owner that is not a guardian of this store (anyone with this host's public guardian could have made the file)")
+}
+
+// unwrapProtector verifies p (read from file), checks that its owner is a
+// guardian this store knows, and unwraps it with this store's guardians.
+func (a *app) unwrapProtector(file string, p *keyprotector.Protector, t trustFlags) ([]byte, *guardian.Guardian, error) {
+	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: t.allowExpired}); err != nil {
 		return nil, nil, inFile(file, err)
 	}
 	ids, err := a.identities()
@@ -162,6 +183,17 @@ func (a *app) unwrapProtector(file string, p *keyprotector.Protector, allowExpir
 	key, by, err := p.Unwrap(ids)
 	if err != nil {
 		return nil, nil, inFile(file, err)
+	}
+	// Checked once this host is known to be able to open it, so that a
+	// host that cannot hears that first.
+	if !t.allowUnknownOwner {
+		known, err := a.known()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := p.CheckOwner(known); err != nil {
+			return nil, nil, inFile(file, err)
+		}
 	}
 	return key, by, nil
 }

@@ -24,14 +24,23 @@ type kpGuardianView struct {
 
 // kpView is a key protector in the JSON output (docs/json.md).
 type kpView struct {
-	File                  string           `json:"file"`
-	Signatures            string           `json:"signatures"` // valid, invalid, unsupported, expired
-	Problem               string           `json:"problem,omitempty"`
-	UnsupportedAlgorithms []string         `json:"unsupportedAlgorithms,omitempty"`
-	CanUnwrap             bool             `json:"canUnwrap"`
-	UnwrapWith            string           `json:"unwrapWith,omitempty"`
-	IsOwner               bool             `json:"isOwner"` // this store holds the owner's private signing key
-	Guardians             []kpGuardianView `json:"guardians"`
+	File                  string   `json:"file"`
+	Signatures            string   `json:"signatures"` // valid, invalid, unsupported, expired
+	Problem               string   `json:"problem,omitempty"`
+	UnsupportedAlgorithms []string `json:"unsupportedAlgorithms,omitempty"`
+	CanUnwrap             bool     `json:"canUnwrap"`
+	UnwrapWith            string   `json:"unwrapWith,omitempty"`
+	IsOwner               bool     `json:"isOwner"` // this store holds the owner's private signing key
+	// OwnerKnown: the owner is a guardian of this store (public parts are
+	// enough), OwnerGuardian its name. Valid signatures from an owner this
+	// store does not know prove nothing: anyone could have made them.
+	OwnerKnown    bool   `json:"ownerKnown"`
+	OwnerGuardian string `json:"ownerGuardian,omitempty"`
+	// Verified: everything shown is verified (signatures checked, owner
+	// known); Unverified says what is not, when it is not.
+	Verified   bool             `json:"verified"`
+	Unverified string           `json:"unverified,omitempty"`
+	Guardians  []kpGuardianView `json:"guardians"`
 }
 
 // describeKP builds the view of p as this store sees it. verr is what
@@ -84,11 +93,34 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 				if gv.Role == "owner" && e.Meta.HasPrivateKeys {
 					v.IsOwner = true
 				}
+				if gv.Role == "owner" && !v.OwnerKnown {
+					v.OwnerKnown, v.OwnerGuardian = true, e.Name
+				}
 			}
 		}
 		v.Guardians = append(v.Guardians, gv)
 	}
+	switch {
+	case v.Signatures == "invalid":
+		v.Unverified = "its signatures do not verify"
+	case v.Signatures == "unsupported":
+		v.Unverified = "its algorithms are outside guardctl's profile, so its signatures were not checked"
+	case !v.OwnerKnown:
+		v.Unverified = "its owner is not a guardian this store knows, so anyone could have made it"
+	default:
+		v.Verified = true
+	}
 	return v, nil
+}
+
+// unverifiedError is the error of a show or inspect that printed things it
+// could not verify: exit 8, with how to trust the owner when that is why.
+func unverifiedError(file, what string, ownerUnknown bool) error {
+	e := &cliError{code: exitUnverified, msg: fmt.Sprintf("%s: not everything shown is verified: %s", file, what)}
+	if ownerUnknown {
+		_, e.hint = classify(&keyprotector.Error{Kind: keyprotector.KindUnknownOwner})
+	}
+	return e
 }
 
 func (a *app) printKP(v kpView) error {
@@ -105,9 +137,14 @@ func (a *app) printKP(v kpView) error {
 	} else if v.Signatures != "valid" {
 		unwrap = "no: the key protector does not verify"
 	}
+	owner := "known: guardian " + v.OwnerGuardian
+	if !v.OwnerKnown {
+		owner = "UNKNOWN to this store: unverified, anyone could have made this key protector"
+	}
 	if err := writeDetails(a.stdout, [][2]string{
 		{"File", v.File},
 		{"Signatures", status},
+		{"Owner", owner},
 		{"This host can unwrap", unwrap},
 		{"This host is the owner", yesNo(v.IsOwner)},
 	}); err != nil {
@@ -138,9 +175,11 @@ local guardian that matches each, whether this host can unwrap it and whether it
 is the owner, and whether the signatures verify.
 
 A key protector that uses algorithms guardctl does not know (as one Hyper-V wrote
-may) is still listed, with the algorithm named. Exits 0 when it could be shown
-(signatures valid, or not checkable with guardctl's algorithms), 5 when its
-signatures do not verify.`,
+may) is still listed, with the algorithm named. Valid signatures only prove
+who the owner is: the owner is trusted when it is a guardian of this store
+(public parts are enough). Exits 0 when everything shown is verified, 5 when
+its signatures do not verify, 8 when it is shown but not verified (an owner this
+store does not know, algorithms guardctl cannot check).`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := readKeyProtector(args[0])
@@ -157,6 +196,9 @@ signatures do not verify.`,
 			}
 			if v.Signatures == "invalid" {
 				return &cliError{code: exitVerification, msg: args[0] + ": " + v.Problem}
+			}
+			if !v.Verified {
+				return unverifiedError(args[0], v.Unverified, !v.OwnerKnown)
 			}
 			return nil
 		},

@@ -17,15 +17,17 @@ type unwrapResult struct {
 
 func newKPUnwrapCmd(a *app) *cobra.Command {
 	var keyOut string
-	var force, allowExpired bool
+	var force bool
+	var trust trustFlags
 	cmd := &cobra.Command{
 		Use:   "unwrap FILE --key-out F",
 		Short: "Write the transport key (mode 0600) with a local guardian",
 		Long: `Unwrap the key protector (FILE, or - for standard input) with a guardian of
 this store and write the key to F
 (mode 0600; - writes it to standard output when that is not a terminal). Every
-signature is verified first, and the key is checked against the
-TransportKeySignature. F is not overwritten without --force.`,
+signature is verified first, the owner must be a guardian this store knows (its
+public guardian is enough; --allow-unknown-owner accepts any), and the key is
+checked against the TransportKeySignature. F is not overwritten without --force.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyOut == "-" {
@@ -41,7 +43,7 @@ TransportKeySignature. F is not overwritten without --force.`,
 			if err != nil {
 				return err
 			}
-			key, by, err := a.unwrapProtector(args[0], p, allowExpired)
+			key, by, err := a.unwrapProtector(args[0], p, trust)
 			if err != nil {
 				return err
 			}
@@ -64,7 +66,7 @@ TransportKeySignature. F is not overwritten without --force.`,
 	}
 	cmd.Flags().StringVar(&keyOut, "key-out", "", "file to write the key to (mode 0600), or - for standard output")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite the key file, keeping a .bak backup")
-	cmd.Flags().BoolVar(&allowExpired, "allow-expired", false, "accept expired guardian certificates")
+	trust.register(cmd)
 	cmd.MarkFlagRequired("key-out")
 	return cmd
 }

@@ -70,7 +70,8 @@ func (c *vtpmAccess) run(a *app, file string) error {
 			a.note("guardctl: %s written; the previous version is %s", file, backup)
 		}
 	}
-	return a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+	_, err = a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+	return err
 }
 
 // change returns b with g granted or revoked (and, with --rotate, under a

@@ -15,6 +15,14 @@ type bundleView struct {
 	File         string        `json:"file"`
 	Manifest     vtpm.Manifest `json:"manifest"`
 	KeyProtector kpView        `json:"keyProtector"`
+	// ManifestVerified: this host opened the bundle, and every payload
+	// file authenticates the manifest; ManifestProblem says why not.
+	ManifestVerified bool   `json:"manifestVerified"`
+	ManifestProblem  string `json:"manifestProblem,omitempty"`
+	// Verified: everything shown is verified (the key protector's
+	// signatures and owner, and the manifest).
+	Verified    bool `json:"verified"`
+	manifestErr error
 }
 
 // readBundle reads a bundle and its key protector.
@@ -34,15 +42,45 @@ func readBundle(path string) (*vtpm.Bundle, *keyprotector.Protector, error) {
 	return b, p, nil
 }
 
-func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector, verr error) error {
+// showBundle shows b and what of it this host verified: the key
+// protector's signatures and owner, and the manifest, which only a host that
+// can open the bundle authenticates (every payload file's AES-GCM tag covers
+// the manifest's digest).
+func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector, verr error) (bundleView, error) {
 	kv, err := a.describeKP(path, p, verr)
 	if err != nil {
-		return err
+		return bundleView{}, err
 	}
+	v := bundleView{File: path, Manifest: b.Manifest, KeyProtector: kv}
+	switch {
+	case !kv.CanUnwrap:
+		v.ManifestProblem = "this host cannot open the bundle, and only a host that can checks the manifest"
+	default:
+		ids, err := a.identities()
+		if err != nil {
+			return bundleView{}, err
+		}
+		tk, _, err := p.Unwrap(ids)
+		if err == nil {
+			_, err = b.Open(tk)
+		}
+		if err != nil {
+			v.ManifestProblem, v.manifestErr = err.Error(), err
+		} else {
+			v.ManifestVerified = true
+		}
+	}
+	v.Verified = kv.Verified && v.ManifestVerified
 	if a.output == "json" {
-		return writeJSON(a.stdout, bundleView{File: path, Manifest: b.Manifest, KeyProtector: kv})
+		return v, writeJSON(a.stdout, v)
 	}
 	m := b.Manifest
+	mark := func(s string) string {
+		if !v.ManifestVerified {
+			return s + "  (unverified)"
+		}
+		return s
+	}
 	vm := "-"
 	if m.VM != nil {
 		vm = strings.TrimSpace(m.VM.Name + " " + m.VM.UUID)
@@ -59,18 +97,23 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 	if swtpm == "" {
 		swtpm = "unknown"
 	}
+	manifest := "verified: every payload file decrypts and authenticates it"
+	if !v.ManifestVerified {
+		manifest = "UNVERIFIED: " + v.ManifestProblem
+	}
 	if err := writeDetails(a.stdout, [][2]string{
 		{"Bundle", path},
-		{"Created", m.CreatedAt.Format(time.RFC3339)},
-		{"VM", vm},
-		{"TPM", "TPM " + m.TPMVersion + ", " + string(m.Layout) + " layout, from swtpm " + swtpm},
-		{"State encryption", enc},
-		{"Files", strings.Join(files, ", ")},
+		{"Manifest", manifest},
+		{"Created", mark(m.CreatedAt.Format(time.RFC3339))},
+		{"VM", mark(vm)},
+		{"TPM", mark("TPM " + m.TPMVersion + ", " + string(m.Layout) + " layout, from swtpm " + swtpm)},
+		{"State encryption", mark(enc)},
+		{"Files", mark(strings.Join(files, ", "))},
 	}); err != nil {
-		return err
+		return v, err
 	}
 	fmt.Fprintln(a.stdout)
-	return a.printKP(kv)
+	return v, a.printKP(kv)
 }
 
 func newVTPMInspectCmd(a *app) *cobra.Command {
@@ -78,18 +121,35 @@ func newVTPMInspectCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect FILE",
 		Short: "What a bundle holds, who can open it, and whether this host can",
-		Args:  exactArgs("FILE"),
+		Long: `Show a bundle's manifest and key protector, and what of them this host verified:
+the key protector's signatures, whether its owner is a guardian this store knows,
+and the manifest, which only a host that can open the bundle checks (it decrypts
+every payload file, whose authentication covers the manifest). What could not be
+verified is marked so. Exits 0 when everything shown is verified, 5 when
+something does not verify, 8 when something shown is unverified.`,
+		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, p, err := readBundle(args[0])
 			if err != nil {
 				return err
 			}
 			verr := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired})
-			if err := a.showBundle(args[0], b, p, verr); err != nil {
+			v, err := a.showBundle(args[0], b, p, verr)
+			if err != nil {
 				return err
 			}
 			if kindOfKP(verr) == keyprotector.KindVerification || kindOfKP(verr) == keyprotector.KindInvalid {
 				return &cliError{code: exitVerification, msg: args[0] + ": " + verr.Error()}
+			}
+			if v.manifestErr != nil {
+				return inFile(args[0], v.manifestErr)
+			}
+			if !v.Verified {
+				what := v.KeyProtector.Unverified
+				if what == "" {
+					what = "the manifest: " + v.ManifestProblem
+				}
+				return unverifiedError(args[0], what, !v.KeyProtector.OwnerKnown)
 			}
 			return nil
 		},

@@ -88,13 +88,18 @@ func versionLess(a, b string) bool {
 
 func newVTPMUnwrapCmd(a *app) *cobra.Command {
 	var to, keyOut, passOut, chown string
-	var force, allowExpired, allowDowngrade bool
+	var force, allowDowngrade bool
+	var trust trustFlags
 	cmd := &cobra.Command{
 		Use:   "unwrap FILE --to PATH [--key-out F | --passphrase-out F]",
 		Short: "Unwrap a bundle with a local guardian into a state directory or file",
 		Long: `Unwrap a bundle with a guardian of this store and put the state in place: a state
 directory (PATH, as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2) or a linear
-state file. Everything is verified and decrypted in memory first; a directory is
+state file. The bundle's owner must be a guardian this store knows (its public
+guardian is enough: import it with 'guardctl guardian import NAME --public FILE';
+--allow-unknown-owner accepts any owner), since anyone holding this host's public
+guardian can make a bundle it opens. Everything is verified and decrypted in
+memory first; a directory is
 written in a temporary directory beside PATH and renamed into place. An existing,
 non-empty PATH is replaced only with --force, and then kept as
 PATH.TIME-XXXXXX.bak.
@@ -149,7 +154,7 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 					return err
 				}
 			}
-			tk, by, err := a.unwrapProtector(args[0], p, allowExpired)
+			tk, by, err := a.unwrapProtector(args[0], p, trust)
 			if err != nil {
 				return err
 			}
@@ -224,7 +229,7 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 	f.StringVar(&passOut, "passphrase-out", "", "where to write the state's passphrase (0600; - for standard output when it is not a terminal)")
 	f.StringVar(&chown, "chown", "", "give the state to USER[:GROUP] (libvirt runs swtpm as tss)")
 	f.BoolVar(&force, "force", false, "replace an existing state, keeping it as a .bak")
-	f.BoolVar(&allowExpired, "allow-expired", false, "accept expired guardian certificates")
+	trust.register(cmd)
 	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "unwrap state from a newer swtpm than this host's")
 	return cmd
 }

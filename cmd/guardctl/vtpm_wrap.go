@@ -181,5 +181,6 @@ func (a *app) writeBundle(path string, b *vtpm.Bundle, overwrite bool) error {
 	if err != nil {
 		return err
 	}
-	return a.showBundle(path, b, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+	_, err = a.showBundle(path, b, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+	return err
 }
