@@ -31,7 +31,9 @@ func TestSilentTerminal(t *testing.T) {
 		cmd, screen, _ := startOnTerminal(t, store, tc.args...)
 		var mu sync.Mutex
 		var seen bytes.Buffer
+		readAll := make(chan struct{})
 		go func() { // read what guardctl writes; never answer
+			defer close(readAll)
 			b := make([]byte, 4096)
 			for {
 				n, err := screen.ptmx.Read(b)
@@ -54,6 +56,10 @@ func TestSilentTerminal(t *testing.T) {
 			t.Fatalf("%v: still waiting for the terminal after 30s", tc.args)
 		}
 		took := time.Since(start)
+		select { // the last lines may still be in the terminal
+		case <-readAll:
+		case <-time.After(5 * time.Second):
+		}
 		mu.Lock()
 		out := seen.String()
 		mu.Unlock()
