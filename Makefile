@@ -8,8 +8,15 @@ TARGETS  := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 wind
 
 all: build
 
+# A build records its version (the tag, when there is one), commit and date:
+# 'guardctl version' prints them.
+VERSION  ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE     ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o guardctl ./cmd/guardctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o guardctl ./cmd/guardctl
 
 # deps installs the tools the tests drive on Debian or Ubuntu when run as root,
 # and elsewhere checks for them: openssl, certtool and keytool read and write

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -95,5 +99,45 @@ func TestUnknownCommands(t *testing.T) {
 	// An alias is answered as it was typed.
 	if _, errOut, _ := runIn(t, "kp", "grnat", "x.kp", "--guardian", "new", "--yes"); !strings.Contains(errOut, "\nguardctl: hint: did you mean 'guardctl kp grant'?\n") {
 		t.Errorf("kp grnat:\n%s", errOut)
+	}
+}
+
+// TestVersion: version and version -o json, the release flags first, then
+// what Go recorded in the build.
+func TestVersion(t *testing.T) {
+	out, errOut, code := runIn(t, "version", "-o", "json")
+	if code != 0 {
+		t.Fatalf("version -o json: exit %d\n%s", code, errOut)
+	}
+	var v versionInfo
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("version -o json: %v\n%s", err, out)
+	}
+	if v.Version == "" || v.GoVersion != runtime.Version() || v.Platform != runtime.GOOS+"/"+runtime.GOARCH {
+		t.Errorf("version -o json: %+v", v)
+	}
+	out, _, code = runIn(t, "version")
+	if code != 0 || !regexp.MustCompile(`(?m)^guardctl: +\S+\nCommit: +\S+.*\nDate: +\S+\nGo: +go`).MatchString(out) {
+		t.Errorf("version: exit %d\n%s", code, out)
+	}
+	if out, _, _ := runIn(t, "--version"); !strings.HasPrefix(out, "guardctl version "+v.Version+"\n") {
+		t.Errorf("--version: %q", out)
+	}
+
+	bi := &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Version: "v1.2.3"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"}, {Key: "vcs.modified", Value: "true"},
+	}}
+	got := versionFrom(bi)
+	if got.Version != "v1.2.3" || got.Commit != "0123abcd" || got.Date != "2026-01-02T03:04:05Z" || !got.Modified || got.GoVersion != "go1.99.1" {
+		t.Errorf("from the build info: %+v", got)
+	}
+	bi.Main.Version = "(devel)"
+	if got := versionFrom(bi); got.Version != "dev" {
+		t.Errorf("a source build: version %q, want dev", got.Version)
+	}
+	defer func(v, c, d string) { version, commit, date = v, c, d }(version, commit, date)
+	version, commit, date = "1.4.0", "feedface", "2026-03-04T00:00:00Z"
+	if got := versionFrom(bi); got.Version != "1.4.0" || got.Commit != "feedface" || got.Date != "2026-03-04T00:00:00Z" {
+		t.Errorf("release flags do not come first: %+v", got)
 	}
 }

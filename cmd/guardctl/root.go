@@ -50,7 +50,7 @@ func newRootCmd(a *app) *cobra.Command {
 		Long: `guardctl manages guardians (the signing and encryption certificate pairs that
 Hyper-V key protectors are wrapped for), key protectors, and software vTPM state,
 so that a VM with a virtual TPM starts on a new or reinstalled host.`,
-		Version:       version,
+		Version:       buildVersion().Version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -79,6 +79,7 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 	root.MarkPersistentFlagDirname("store")
 
 	root.AddCommand(newGuardianCmd(a), newKeyProtectorCmd(a), newVTPMCmd(a), newStoreCmd(a))
+	root.AddCommand(newVersionCmd(a))
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	strictGroups(root)
