@@ -17,6 +17,12 @@ import (
 // standard output and error, and returns what it wrote and its exit code.
 func runIn(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runInStore(t, filepath.Join(t.TempDir(), "store"), args...)
+}
+
+// runInStore is runIn on the store in dir store.
+func runInStore(t *testing.T, store string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	dir := t.TempDir()
 	o, err := os.Create(filepath.Join(dir, "stdout"))
 	if err != nil {
@@ -34,7 +40,7 @@ func runIn(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	}
 	defer in.Close()
 	a := &app{stdin: in, stdout: o, stderr: e}
-	code = a.execute(append([]string{"--store", filepath.Join(dir, "store")}, args...))
+	code = a.execute(append([]string{"--store", store}, args...))
 	ob, _ := os.ReadFile(o.Name())
 	eb, _ := os.ReadFile(e.Name())
 	return string(ob), string(eb), code
@@ -139,5 +145,57 @@ func TestVersion(t *testing.T) {
 	version, commit, date = "1.4.0", "feedface", "2026-03-04T00:00:00Z"
 	if got := versionFrom(bi); got.Version != "1.4.0" || got.Commit != "feedface" || got.Date != "2026-03-04T00:00:00Z" {
 		t.Errorf("release flags do not come first: %+v", got)
+	}
+}
+
+// TestCompletion asks for completions as the shells do (cobra's hidden
+// __complete command): guardian names after positional arguments, the
+// kinds of file each argument is, nothing where nothing fits.
+func TestCompletion(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	for _, n := range []string{"alpha", "beta"} {
+		if _, e, code := runInStore(t, store, "guardian", "create", n, "--host", "h"); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	const (
+		noFile = ":4"
+		ext    = ":8"
+	)
+	for _, tc := range []struct {
+		args []string
+		want []string // the completions, then the directive
+	}{
+		{[]string{"kp", "grant", "vm1.kp", "--guardian", ""}, []string{"alpha", "beta", noFile}},
+		{[]string{"kp", "revoke", "a.kp", "b.kp", "--guardian", "b"}, []string{"alpha", "beta", noFile}},
+		{[]string{"vtpm", "wrap", "/var/lib/libvirt/swtpm/x/tpm2", "--owner", ""}, []string{"alpha", "beta", noFile}},
+		{[]string{"vtpm", "wrap", "state", "--owner", "alpha", "--guardian", ""}, []string{"alpha", "beta", noFile}},
+		{[]string{"kp", "new", "--owner", ""}, []string{"alpha", "beta", noFile}},
+		{[]string{"guardian", "show", ""}, []string{"alpha", "beta", noFile}},
+		{[]string{"guardian", "show", "alpha", ""}, []string{noFile}},
+		{[]string{"kp", "show", ""}, []string{"kp", ext}},
+		{[]string{"kp", "show", "a.kp", ""}, []string{noFile}},
+		{[]string{"kp", "grant", "a.kp", ""}, []string{"kp", ext}},
+		{[]string{"kp", "unwrap", ""}, []string{"kp", ext}},
+		{[]string{"kp", "new", "--owner", "alpha", "--out", ""}, []string{"kp", ext}},
+		{[]string{"vtpm", "inspect", ""}, []string{"vtpm", ext}},
+		{[]string{"vtpm", "revoke", ""}, []string{"vtpm", ext}},
+		{[]string{"vtpm", "wrap", "state", "--out", ""}, []string{"vtpm", ext}},
+		{[]string{"guardian", "import", "x", "--signing", ""}, []string{"pfx", "p12", ext}},
+	} {
+		out, errOut, code := runInStore(t, store, append([]string{"__complete"}, tc.args...)...)
+		if code != 0 {
+			t.Errorf("%v: exit %d\n%s", tc.args, code, errOut)
+			continue
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if c := strings.SplitN(l, "\t", 2)[0]; !strings.HasPrefix(c, "--") { // cobra offers required flags too
+				got = append(got, c)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("%v: completes %q, want %q", tc.args, got, tc.want)
+		}
 	}
 }

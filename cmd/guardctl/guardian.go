@@ -34,12 +34,23 @@ func validName(name string) error {
 	return nil
 }
 
-// completeGuardianNames completes the names of the guardians in the store.
+// completeGuardianNames completes a command's NAME argument with the names
+// of the guardians in the store.
 func completeGuardianNames(a *app) cobra.CompletionFunc {
-	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	names := completeGuardianFlag(a)
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
+		return names(cmd, args, toComplete)
+	}
+}
+
+// completeGuardianFlag completes a flag's value (--owner, --guardian) with
+// the names of the guardians in the store, wherever the flag is on the
+// command line ('kp grant FILE --guardian <TAB>').
+func completeGuardianFlag(a *app) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		st, err := a.store()
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError

@@ -216,7 +216,7 @@ func (r *revokeFlags) register(cmd *cobra.Command, a *app, verb string) {
 	} else {
 		cmd.MarkFlagRequired("guardian")
 	}
-	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
+	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianFlag(a))
 }
 
 // target is the guardian named by --guardian (nil with --thumbprint) and

@@ -27,8 +27,8 @@ func (f *kpCreateFlags) register(cmd *cobra.Command, a *app) {
 	fl.BoolVar(&f.allowExpired, "allow-expired", false, "accept guardians whose certificates have expired")
 	cmd.MarkFlagRequired("owner")
 	cmd.MarkFlagRequired("out")
-	cmd.RegisterFlagCompletionFunc("owner", completeGuardianNames(a))
-	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianNames(a))
+	cmd.RegisterFlagCompletionFunc("owner", completeGuardianFlag(a))
+	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianFlag(a))
 }
 
 // guardians loads the owner (which must have its private keys here) and

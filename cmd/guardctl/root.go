@@ -80,6 +80,7 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 
 	root.AddCommand(newGuardianCmd(a), newKeyProtectorCmd(a), newVTPMCmd(a), newStoreCmd(a))
 	root.AddCommand(newVersionCmd(a))
+	completeFileKinds(root)
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	strictGroups(root)
