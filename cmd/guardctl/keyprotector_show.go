@@ -20,6 +20,10 @@ type kpGuardianView struct {
 	NotAfter             time.Time `json:"notAfter"`
 	LocalGuardian        string    `json:"localGuardian,omitempty"` // the store guardian with the same certificates
 	LocalPrivateKeys     bool      `json:"localPrivateKeys"`
+	// LocalStatus: private-keys, public-only, broken or absent (this
+	// store's guardian with these certificates, LocalProblem when broken).
+	LocalStatus  string `json:"localStatus"`
+	LocalProblem string `json:"localProblem,omitempty"`
 }
 
 // kpView is a key protector in the JSON output (docs/json.md).
@@ -41,6 +45,7 @@ type kpView struct {
 	Verified   bool             `json:"verified"`
 	Unverified string           `json:"unverified,omitempty"`
 	Guardians  []kpGuardianView `json:"guardians"`
+	startView
 }
 
 // describeKP builds the view of p as this store sees it. verr is what
@@ -83,6 +88,11 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 		if w.ID == p.OwnerID {
 			gv.Role = "owner"
 		}
+		var local string
+		gv.LocalStatus, local, gv.LocalProblem = localStatus(w, entries)
+		if gv.LocalStatus == "broken" {
+			gv.LocalGuardian = local
+		}
 		for _, e := range entries {
 			if !e.Broken() && w.Matches(e.Guardian) {
 				gv.LocalGuardian = e.Name
@@ -100,6 +110,7 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 		}
 		v.Guardians = append(v.Guardians, gv)
 	}
+	v.startView = describeStart(p, entries)
 	switch {
 	case v.Signatures == "invalid":
 		v.Unverified = "its signatures do not verify"
@@ -156,13 +167,21 @@ func (a *app) printKP(v kpView) error {
 		local := "-"
 		if g.LocalGuardian != "" {
 			local = g.LocalGuardian
-			if g.LocalPrivateKeys {
+			switch {
+			case g.LocalStatus == "broken":
+				local += " (broken)"
+			case g.LocalPrivateKeys:
 				local += " (private keys)"
 			}
 		}
 		rows = append(rows, []string{fmt.Sprint(g.WrappingID), g.Role, g.SigningSubject, g.SigningThumbprint, g.NotAfter.Format(time.DateOnly), local})
 	}
-	return writeTable(a.stdout, []string{"ID", "ROLE", "SIGNING SUBJECT", "SIGNING THUMBPRINT", "EXPIRES", "LOCAL GUARDIAN"}, rows)
+	if err := writeTable(a.stdout, []string{"ID", "ROLE", "SIGNING SUBJECT", "SIGNING THUMBPRINT", "EXPIRES", "LOCAL GUARDIAN"}, rows); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout)
+	_, err := fmt.Fprintln(a.stdout, v.Verdict)
+	return err
 }
 
 func newKPShowCmd(a *app) *cobra.Command {
