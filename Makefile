@@ -4,7 +4,7 @@
 GO       ?= go
 TARGETS  := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
-.PHONY: all build test deps unit lint crossbuild print-targets fuzz bench
+.PHONY: all build test deps unit lint crossbuild print-targets fuzz bench docs
 
 all: build
 
@@ -66,6 +66,12 @@ fuzz:
 # the machine's RSA-2048 bound (docs/performance.md was made with it).
 bench:
 	sh bench/compare.sh
+
+# docs regenerates the man pages (docs/man) and the Markdown command
+# reference (docs/reference) from the command tree; TestReferenceDocs, in
+# unit, fails when the committed ones are out of date.
+docs:
+	GUARDCTL_UPDATE_DOCS=1 $(GO) test ./cmd/guardctl -run '^TestReferenceDocs$$' -count=1
 
 print-targets:
 	@echo $(TARGETS)

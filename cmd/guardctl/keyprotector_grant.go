@@ -44,7 +44,7 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 		f.BoolVar(&c.noBackup, "no-backup", false, "keep no backup (the default for revoke)")
 		f.MarkHidden("no-backup")
 	}
-	f.IntVar(&c.jobs, "jobs", runtime.NumCPU(), "files to work on at once")
+	f.IntVar(&c.jobs, "jobs", 0, "files to work on at once (0: one per CPU)")
 }
 
 func (c *kpChange) run(a *app, files []string) error {
@@ -72,7 +72,11 @@ func (c *kpChange) run(a *app, files []string) error {
 	results := make([]kpFileResult, len(files))
 	work := make(chan int)
 	var wg sync.WaitGroup
-	for range max(1, min(c.jobs, len(files))) {
+	jobs := c.jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	for range min(jobs, len(files)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
