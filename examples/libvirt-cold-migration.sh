@@ -46,10 +46,12 @@ source)
 	secret=$(secret_of "$vm")
 	if [ -n "$secret" ]; then
 		# The secret's value is the passphrase swtpm derives the state key
-		# from; it travels inside the bundle, never beside it.
+		# from; it travels inside the bundle, never beside it, and never on
+		# a command line (where ps shows it).
 		umask 077
-		pass=$(mktemp)
-		trap 'rm -f "$pass"' EXIT
+		tmp=$(mktemp -d)
+		trap 'rm -rf "$tmp"' EXIT
+		pass=$tmp/passphrase
 		$VIRSH secret-get-value "$secret" | base64 -d > "$pass"
 		$VIRSH secret-dumpxml "$secret" > "$out/$vm.secret.xml"
 		$GUARDCTL vtpm wrap "$SWTPM_DIR/$uuid/tpm2" --owner "${SOURCE_GUARDIAN:-$(hostname)}" \
@@ -68,14 +70,18 @@ destination)
 	# state there, libvirt would make a new TPM and the guest would lose
 	# what it sealed (BitLocker and LUKS ask for recovery).
 	if [ -f "$in/$vm.secret.xml" ]; then
+		# The passphrase goes from guardctl to virsh in a file of a private
+		# directory, removed on exit (--file --plain: the raw bytes, never
+		# on a command line).
 		umask 077
-		pass=$(mktemp)
-		trap 'rm -f "$pass"' EXIT
+		tmp=$(mktemp -d)
+		trap 'rm -rf "$tmp"' EXIT
+		pass=$tmp/passphrase
 		$GUARDCTL vtpm unwrap "$in/$vm.vtpm" --to "$SWTPM_DIR/$uuid/tpm2" --chown "$SWTPM_USER" \
 			--passphrase-out "$pass" --force
 		secret=$(sed -n 's/.*<uuid>\([0-9a-fA-F-]*\)<\/uuid>.*/\1/p' "$in/$vm.secret.xml")
 		$VIRSH secret-define "$in/$vm.secret.xml"
-		$VIRSH secret-set-value "$secret" "$(base64 -w0 < "$pass")"
+		$VIRSH secret-set-value "$secret" --file "$pass" --plain
 	else
 		$GUARDCTL vtpm unwrap "$in/$vm.vtpm" --to "$SWTPM_DIR/$uuid/tpm2" --chown "$SWTPM_USER" --force
 	fi

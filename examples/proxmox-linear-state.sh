@@ -2,32 +2,54 @@
 # Move a Proxmox VE VM's TPM state (its tpmstate0 volume: swtpm's linear file
 # backend, not encrypted) to another node that holds a guardian.
 #
-#   source node:       proxmox-linear-state.sh source      TPMSTATE_VOLUME_PATH DEST_GUARDIAN BUNDLE
-#   destination node:  proxmox-linear-state.sh destination BUNDLE TPMSTATE_VOLUME_PATH
+#   source node:       proxmox-linear-state.sh source      VMID DEST_GUARDIAN BUNDLE
+#   destination node:  proxmox-linear-state.sh destination BUNDLE VMID
 #
-# The VM must be stopped (qm stop VMID). Find the volume's path with
-# 'pvesm path <storage>:vm-<vmid>-disk-N' (the tpmstate0 line of
-# 'qm config VMID'). On the destination, create the VM's tpmstate0 volume
-# first (it is a 4 MiB volume) and give its path.
+# The volume is found as Proxmox keeps it: the tpmstate0 line of 'qm config
+# VMID', and 'pvesm path' for its file. The VM must be stopped on the source
+# (qm shutdown VMID). On the destination, the VM must exist with a tpmstate0
+# volume of its own (for example 'qm set VMID --tpmstate0 STORAGE:1,version=v2.0'),
+# which the state replaces (the old volume's contents are kept as a .bak).
+# This works for volumes that are files (directory, NFS or CIFS storage);
+# guardctl refuses to write to the block devices of LVM or ZFS storage.
 #
 # Before, once: each node imports the other's public guardian ('guardctl
 # guardian export NAME --public' on one, 'guardctl guardian import NAME
 # --public FILE' on the other): the source wraps for the destination's, and
 # the destination accepts bundles only from an owner it knows.
+#
+# Environment: GUARDCTL, QM, PVESM (commands to run).
 set -eu
 GUARDCTL=${GUARDCTL:-guardctl}
+QM=${QM:-qm}
+PVESM=${PVESM:-pvesm}
+
+usage() { echo "usage: $0 source VMID DEST_GUARDIAN BUNDLE | destination BUNDLE VMID" >&2; exit 2; }
+
+# tpmstate_path VMID: the file of the VM's tpmstate0 volume.
+tpmstate_path() {
+	vol=$($QM config "$1" | sed -n 's/^tpmstate0: *\([^,]*\).*/\1/p')
+	[ -n "$vol" ] || { echo "VM $1 has no tpmstate0 volume" >&2; exit 1; }
+	$PVESM path "$vol"
+}
+
 case "${1:-}" in
 source)
-	[ $# -eq 4 ] || { echo "usage: $0 source VOLUME DEST_GUARDIAN BUNDLE" >&2; exit 2; }
-	$GUARDCTL vtpm wrap "$2" --owner "${SOURCE_GUARDIAN:-$(hostname)}" --guardian "$3" --out "$4" --force
+	[ $# -eq 4 ] || usage
+	vmid=$2 dest=$3 bundle=$4
+	# A cold move: the VM must be off so that its TPM state is complete.
+	[ "$($QM status "$vmid")" = "status: stopped" ] || { echo "VM $vmid is running: qm shutdown $vmid first" >&2; exit 1; }
+	volume=$(tpmstate_path "$vmid")
+	$GUARDCTL vtpm wrap "$volume" --owner "${SOURCE_GUARDIAN:-$(hostname)}" --guardian "$dest" --out "$bundle" --force
 	;;
 destination)
-	[ $# -eq 3 ] || { echo "usage: $0 destination BUNDLE VOLUME" >&2; exit 2; }
-	# --force: the new, empty volume is replaced, and kept as a .bak
-	$GUARDCTL vtpm unwrap "$2" --to "$3" --force
+	[ $# -eq 3 ] || usage
+	bundle=$2 vmid=$3
+	volume=$(tpmstate_path "$vmid")
+	# --force: the VM's new, empty volume is replaced, and kept as a .bak
+	$GUARDCTL vtpm unwrap "$bundle" --to "$volume" --force
 	;;
 *)
-	echo "usage: $0 source VOLUME DEST_GUARDIAN BUNDLE | destination BUNDLE VOLUME" >&2
-	exit 2
+	usage
 	;;
 esac

@@ -74,6 +74,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("SCHEMA", schema)
 			env.Setenv("TPMSH", tpmsh)
+			env.Setenv("STANDIN", filepath.Join(filepath.Dir(tpmsh), "standin.sh"))
 			env.Setenv("EXAMPLES", examples)
 			env.Setenv(fakeWindowsEnv, filepath.Join(env.WorkDir, "windows.json"))
 			return nil
