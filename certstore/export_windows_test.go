@@ -12,6 +12,7 @@ import (
 
 var (
 	NewWindowsSystemStores = newWindowsSystemStores
+	NewHgsRegistry         = newHgsRegistry
 	UnderWine              = underWine
 )
 

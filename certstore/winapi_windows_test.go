@@ -4,12 +4,17 @@ package certstore_test
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/guardctl/guardctl/certstore"
+	"github.com/guardctl/guardctl/guardian"
 )
 
 // TestWindowsSystemStores runs the SystemStores contract over crypt32 and
@@ -47,4 +52,85 @@ func TestWindowsSystemStores(t *testing.T) {
 		}
 	}
 	testSystemStores(t, c)
+}
+
+// TestHgsRegistry: without HgsClient (under Wine, or a Windows without
+// Hyper-V) every call is ErrNoHgsClient. With it, List works; and where
+// GUARDCTL_TEST_HGS_REGISTER=1 (the Windows CI runner, which may change
+// the machine) a pair put in Shielded VM Local Certificates is registered,
+// listed with its thumbprints, and unregistered again.
+func TestHgsRegistry(t *testing.T) {
+	r := certstore.NewHgsRegistry()
+	regs, err := r.List()
+	if certstore.UnderWine() || errors.Is(err, certstore.ErrNoHgsClient) {
+		if !errors.Is(err, certstore.ErrNoHgsClient) {
+			t.Fatalf("List: %v; want ErrNoHgsClient", err)
+		}
+		t.Logf("no HgsClient here: %v", err)
+		if err := r.Register("g", strings.Repeat("A", 40), strings.Repeat("B", 40)); !errors.Is(err, certstore.ErrNoHgsClient) {
+			t.Fatalf("Register: %v; want ErrNoHgsClient", err)
+		}
+		if err := r.Unregister("g"); !errors.Is(err, certstore.ErrNoHgsClient) {
+			t.Fatalf("Unregister: %v; want ErrNoHgsClient", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	t.Logf("HgsClient lists %d guardians", len(regs))
+	if os.Getenv("GUARDCTL_TEST_HGS_REGISTER") != "1" {
+		t.Skip("GUARDCTL_TEST_HGS_REGISTER is not 1: not registering a guardian on this machine")
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	name := "guardctl test " + hex.EncodeToString(b)
+	g := makeGuardian(t, name, "ci", time.Time{})
+	s := certstore.NewWindowsSystemStores()
+	sig, enc := guardian.Thumbprint(g.Signing), guardian.Thumbprint(g.Encryption)
+	for _, c := range []struct {
+		cert *x509.Certificate
+		key  *rsa.PrivateKey
+		tp   string
+	}{{g.Signing, g.SigningKey, sig}, {g.Encryption, g.EncryptionKey, enc}} {
+		must(t, s.Add(certstore.ShieldedVMStore, c.cert, c.key))
+		t.Cleanup(func() { s.Delete(certstore.ShieldedVMStore, c.tp, true) })
+	}
+	if err := r.Register(name, sig, enc); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	t.Cleanup(func() { r.Unregister(name) })
+	find := func() *certstore.Registration {
+		regs, err := r.List()
+		must(t, err)
+		for _, reg := range regs {
+			if reg.Name == name {
+				return &reg
+			}
+		}
+		return nil
+	}
+	reg := find()
+	if reg == nil || reg.SigningThumbprint != sig || reg.EncryptionThumbprint != enc || !reg.HasPrivateSigningKey {
+		t.Fatalf("after Register, List shows %+v; want %s, %s with the signing key", reg, sig, enc)
+	}
+	if err := r.Register(name, sig, enc); err == nil {
+		t.Fatal("registering a name twice succeeded")
+	}
+	must(t, r.Unregister(name))
+	if reg := find(); reg != nil {
+		t.Fatalf("after Unregister, List still shows %+v", reg)
+	}
+	// The certificates stay, as with Remove-HgsGuardian.
+	list, err := s.List(certstore.ShieldedVMStore)
+	must(t, err)
+	n := 0
+	for _, c := range list {
+		if tp := guardian.Thumbprint(c.Cert); tp == sig || tp == enc {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("after Unregister %d of the two certificates are in the store", n)
+	}
 }
