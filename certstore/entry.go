@@ -248,7 +248,7 @@ func writeEntry(dir string, g *guardian.Guardian, meta Meta) error {
 }
 
 func writeNew(path string, data []byte, perm fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := atomicfile.CreateExcl(path, perm)
 	if err != nil {
 		return err
 	}

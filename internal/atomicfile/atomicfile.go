@@ -210,7 +210,7 @@ func placeAnonymous(f *os.File, path string, opt Options) (backup string, err er
 
 // writeNamed is the portable way: a named temporary file, renamed.
 func writeNamed(path string, data []byte, perm fs.FileMode, opt Options) (backup string, err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-*")
+	tmp, err := createTemp(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-", perm)
 	if err != nil {
 		return "", err
 	}
@@ -227,6 +227,19 @@ func writeNamed(path string, data []byte, perm fs.FileMode, opt Options) (backup
 		return "", err
 	}
 	return placeNamed(tmpName, path, opt)
+}
+
+// createTemp creates a new file in dir named prefix and a random suffix,
+// with CreateExcl (so that a private one is private from the start on
+// Windows too).
+func createTemp(dir, prefix string, perm fs.FileMode) (*os.File, error) {
+	for range 100 {
+		f, err := CreateExcl(filepath.Join(dir, prefix+randomSuffix()), perm)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, fmt.Errorf("creating a temporary file in %s: too many names taken", dir)
 }
 
 // placeNamed renames a filled temporary file into place.
