@@ -1,6 +1,7 @@
 package keyprotector
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/hkdf"
 	"crypto/hmac"
@@ -94,6 +95,19 @@ func (p *Protector) Verify(pol Policy) error {
 			if _, err := guardian.RSAPublicKey("wrapping", c); err != nil {
 				return errorf(KindUnsupported, "wrapping %d: %v", w.ID, err)
 			}
+		}
+	}
+	// The signatures cover the canonical Wrappings and the MAC the
+	// transport key; what lies outside them (white space, the declaration,
+	// the form of the base64, the other elements' markup) must be exactly
+	// what guardctl writes, so that no byte of the file can change unseen.
+	if p.xml != nil {
+		want, err := p.encode()
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(want, p.xml) {
+			return errorf(KindVerification, "the key protector is not byte for byte in the form its signed content is written in: something outside what the signatures cover was changed")
 		}
 	}
 	// Dates last: "expired" means every signature was checked.

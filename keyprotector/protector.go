@@ -80,6 +80,8 @@ type Protector struct {
 	// canonicalWrappings is the exclusive canonical form of the Wrappings
 	// element as read or as written: what the signatures cover.
 	canonicalWrappings []byte
+	// xml is the document as read (nil for one built here).
+	xml []byte
 }
 
 type kdfParams struct {

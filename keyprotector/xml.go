@@ -112,6 +112,14 @@ func (p *Protector) build() (doc *etree.Document, wrappings, tkSig, guardianSig 
 	return doc, wrappings, tkSig, guardianSig
 }
 
+// encode is the document guardctl writes for p, signature values included.
+func (p *Protector) encode() ([]byte, error) {
+	doc, _, tkSig, guardianSig := p.build()
+	tkSig.SetText(b64(p.TransportKeySignature.Value))
+	guardianSig.SetText(b64(p.GuardianSignature.Value))
+	return doc.WriteToBytes()
+}
+
 // addSignature appends a Signature_T and returns its SignatureValue element.
 func addSignature(parent *etree.Element, s Signature) *etree.Element {
 	se := parent.CreateElement("Signature")
@@ -348,6 +356,7 @@ func Parse(data []byte) (*Protector, error) {
 	if p.canonicalWrappings, err = canonicalize(top["Wrappings"]); err != nil {
 		return nil, errorf(KindInvalid, "not a valid key protector: %v", err)
 	}
+	p.xml = xmlData
 	return p, nil
 }
 

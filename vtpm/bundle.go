@@ -249,6 +249,20 @@ func (b *Bundle) Marshal() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// layoutDiff says where data departs from the canonical archive.
+func layoutDiff(canonical, data []byte) string {
+	n := min(len(canonical), len(data))
+	for i := range n {
+		if canonical[i] != data[i] {
+			return fmt.Sprintf("byte %d differs", i)
+		}
+	}
+	if len(data) > len(canonical) {
+		return fmt.Sprintf("%d bytes follow its end", len(data)-len(canonical))
+	}
+	return fmt.Sprintf("it ends %d bytes early", len(canonical)-len(data))
+}
+
 // ReadBundle parses a bundle, bounded, with exactly the members its
 // manifest names, in order, and nothing else.
 func ReadBundle(data []byte) (*Bundle, error) {
@@ -323,6 +337,17 @@ func ReadBundle(data []byte) (*Bundle, error) {
 	}
 	if len(names) < 2 || len(b.payload) != len(b.Manifest.Files) {
 		return nil, errorf(KindTampered, "the bundle lacks members its manifest lists: it is truncated")
+	}
+	// The layout is read strictly: the archive must be byte for byte the one
+	// guardctl writes for these members (headers, zero padding, the two
+	// zero blocks that end it, nothing after), so that no byte outside what
+	// the key protector and the payload's authentication cover can change.
+	canonical, err := b.Marshal()
+	if err != nil {
+		return nil, errorf(KindInvalid, "the bundle cannot be written back: %v", err)
+	}
+	if !bytes.Equal(canonical, data) {
+		return nil, errorf(KindTampered, "the bundle is not byte for byte the archive guardctl writes for its members (%s): its headers, padding or end were changed, or data was added", layoutDiff(canonical, data))
 	}
 	return b, nil
 }
