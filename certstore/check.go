@@ -49,6 +49,9 @@ type Finding struct {
 	Name   string      `json:"name,omitempty"`
 	Detail string      `json:"detail"`
 	Action string      `json:"action,omitempty"` // what --repair did
+	// Repairable: --repair acts on this finding (it did when Action is
+	// set). A dry run of --repair reports what it would change with it.
+	Repairable bool `json:"repairable,omitempty"`
 	// Warning: worth knowing, but not a problem (store check still exits
 	// 0 for it).
 	Warning bool `json:"warning,omitempty"`
@@ -69,6 +72,7 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	defer unlock()
 	var out []Finding
 	add := func(f Finding, path string) error {
+		f.Repairable = true
 		if repair {
 			switch f.Kind {
 			case FindingPermissions:

@@ -43,6 +43,7 @@ func (s *HyperV) Check(repair bool) ([]Finding, error) {
 	var out []Finding
 	moved := map[*hvGuardian]bool{}
 	trash := func(f *Finding, g *hvGuardian, reason, action string) error {
+		f.Repairable = true
 		if !repair {
 			return nil
 		}
@@ -77,6 +78,7 @@ func (s *HyperV) Check(repair bool) ([]Finding, error) {
 			f.Kind = FindingNoPrivateKey
 		case g.pending:
 			f.Kind, f.Detail = FindingUnregistered, g.warning
+			f.Repairable = true
 			if repair {
 				if err := s.registry.Register(g.name, g.sigTP, g.encTP); err != nil {
 					return out, fmt.Errorf("registering guardian %q with HgsClient: %w", g.name, err)

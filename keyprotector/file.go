@@ -13,6 +13,10 @@ type FileOptions struct {
 	// revoke that copy still lets the revoked guardian unwrap: RevokeFile's
 	// callers ask for it only when the user explicitly does.
 	Backup bool
+	// DryRun does all the reading, verifying and changing in memory and
+	// writes nothing; the result says whether a real run would change
+	// the file.
+	DryRun bool
 }
 
 // FileResult is what GrantFile or RevokeFile did.
@@ -49,7 +53,7 @@ func RevokeThumbprintFile(path string, identities []*guardian.Guardian, tp strin
 }
 
 func changeFile(path string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
-	backup, changed, err := atomicfile.Update(path, atomicfile.UpdateOptions{MaxSize: MaxFileSize, Backup: opt.Backup}, func(old []byte) ([]byte, error) {
+	backup, changed, err := atomicfile.Update(path, atomicfile.UpdateOptions{MaxSize: MaxFileSize, Backup: opt.Backup, DryRun: opt.DryRun}, func(old []byte) ([]byte, error) {
 		p, err := Parse(old)
 		if err != nil {
 			return nil, err

@@ -384,3 +384,25 @@ func (p *Protector) Members(identities []*guardian.Guardian) (*guardian.Guardian
 	}
 	return owner, others, nil
 }
+
+// HasExactly reports whether p is owned by owner and wrapped for exactly
+// owner and guardians, compared by their certificates (never by bytes that
+// differ on every encoding): what "the same key protector" means to a
+// command asked to make it again.
+func (p *Protector) HasExactly(owner *guardian.Guardian, guardians []*guardian.Guardian) bool {
+	o := p.Owner()
+	if o == nil || !o.Matches(owner) {
+		return false
+	}
+	for _, g := range guardians {
+		if p.Find(g) == nil {
+			return false
+		}
+	}
+	for _, w := range p.Wrappings {
+		if !w.Matches(owner) && !slices.ContainsFunc(guardians, w.Matches) {
+			return false
+		}
+	}
+	return true
+}

@@ -47,6 +47,19 @@ dataEncipherment), with their private keys, as New-HgsGuardian
 				return withHint(fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Location()), exitExists,
 					"choose another name, or remove the guardian first ('guardctl guardian remove "+name+"')")
 			}
+			a.setChanged(true)
+			if a.dryRun {
+				// Key generation is no check: a dry run says what it
+				// would make and spends no seconds on keys.
+				a.note("guardctl: would create guardian %q in %s", name, st.Location())
+				if a.output == "json" {
+					return writeJSON(a.stdout, struct {
+						Name string `json:"name"`
+						outcome
+					}{name, a.outcome})
+				}
+				return nil
+			}
 			g, err := guardian.Generate(guardian.GenerateOptions{Name: name, Host: host, KeySize: keySize, ValidYears: validYears})
 			if err != nil {
 				return err
@@ -65,5 +78,6 @@ dataEncipherment), with their private keys, as New-HgsGuardian
 	f.IntVar(&validYears, "valid-years", 10, "years the certificates are valid")
 	f.StringVar(&host, "host", "", "host name in the certificate subjects (default: this host's name)")
 	cmd.RegisterFlagCompletionFunc("key-size", cobra.FixedCompletions([]string{"2048", "3072", "4096"}, cobra.ShellCompDirectiveNoFileComp))
+	a.addDryRun(cmd)
 	return cmd
 }

@@ -68,11 +68,6 @@ kept in the trash.`,
 			if err != nil {
 				return err
 			}
-			if !force {
-				if _, err := st.Get(name); err == nil {
-					return fmt.Errorf("guardian %q %w in %s", name, certstore.ErrExists, st.Location())
-				}
-			}
 			var g *guardian.Guardian
 			var origin certstore.Origin
 			if publicFile != "" {
@@ -91,6 +86,23 @@ kept in the trash.`,
 			}
 			if err != nil {
 				return err
+			}
+			// The same certificates under the same name: nothing to do.
+			plan, err := certstore.PlanAdd(st, g, force)
+			if err != nil {
+				return err
+			}
+			a.setChanged(plan.Changed)
+			switch {
+			case !plan.Changed:
+				a.note("guardctl: %s already holds guardian %q with these certificates; unchanged", st.Location(), name)
+				return a.showGuardian(plan.Existing)
+			case a.dryRun:
+				a.note("guardctl: would import guardian %q into %s", name, st.Location())
+				if plan.Existing != nil {
+					a.note("guardctl: the guardian %q there now would go to the trash", name)
+				}
+				return a.showGuardian(&certstore.Entry{Name: name, Guardian: g, Meta: certstore.Meta{Name: name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin}})
 			}
 			c, err := st.Add(g, origin, force)
 			if err != nil {
@@ -117,6 +129,7 @@ kept in the trash.`,
 	cmd.MarkFlagFilename("encryption", "pfx", "p12")
 	cmd.MarkFlagFilename("public", "xml")
 	cmd.MarkFlagDirname("dir")
+	a.addDryRun(cmd)
 	return cmd
 }
 

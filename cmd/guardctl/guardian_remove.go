@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/guardctl/guardctl/certstore"
+
 	"github.com/spf13/cobra"
 )
 
@@ -11,6 +13,7 @@ type removeResult struct {
 	Name    string `json:"name"`
 	Purged  bool   `json:"purged"`
 	TrashID string `json:"trashId,omitempty"`
+	outcome
 }
 
 func newGuardianRemoveCmd(a *app) *cobra.Command {
@@ -36,9 +39,18 @@ without it. guardctl asks first; --yes confirms without asking.`,
 			if err != nil {
 				return err
 			}
-			e, err := st.Get(name)
+			plan, err := certstore.PlanRemove(st, name)
 			if err != nil {
 				return err
+			}
+			e := plan.Existing
+			a.setChanged(true)
+			if a.dryRun {
+				if a.output == "json" {
+					return writeJSON(a.stdout, removeResult{Name: name, Purged: purge, outcome: a.outcome})
+				}
+				a.note("guardctl: would %s guardian %q", map[bool]string{false: "move to the trash", true: "delete"}[purge], name)
+				return nil
 			}
 			what := fmt.Sprintf("public-only guardian %q", name)
 			if e.Meta.HasPrivateKeys {
@@ -56,7 +68,7 @@ without it. guardctl asks first; --yes confirms without asking.`,
 				return err
 			}
 			if a.output == "json" {
-				return writeJSON(a.stdout, removeResult{Name: name, Purged: purge, TrashID: id})
+				return writeJSON(a.stdout, removeResult{Name: name, Purged: purge, TrashID: id, outcome: a.outcome})
 			}
 			if purge {
 				a.note("guardctl: deleted guardian %q", name)
@@ -67,5 +79,6 @@ without it. guardctl asks first; --yes confirms without asking.`,
 		},
 	}
 	cmd.Flags().BoolVar(&purge, "purge", false, "delete the guardian instead of moving it to the trash")
+	a.addDryRun(cmd)
 	return cmd
 }

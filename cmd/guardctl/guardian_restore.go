@@ -8,7 +8,7 @@ import (
 )
 
 func newGuardianRestoreCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "restore NAME",
 		Short: "Bring back a removed guardian from the trash",
 		Long: `Bring back the most recently removed guardian called NAME from the store's
@@ -23,7 +23,24 @@ trash. 'guardctl guardian list --removed' shows what the trash holds.`,
 			if err != nil {
 				return err
 			}
-			c, err := st.Restore(args[0])
+			plan, err := certstore.PlanRestore(st, args[0])
+			if err == nil {
+				a.setChanged(plan.Changed)
+				if a.dryRun {
+					a.note("guardctl: would restore guardian %q", args[0])
+					if a.output == "json" {
+						return writeJSON(a.stdout, struct {
+							Name string `json:"name"`
+							outcome
+						}{args[0], a.outcome})
+					}
+					return nil
+				}
+			}
+			var c *certstore.Change
+			if err == nil {
+				c, err = st.Restore(args[0])
+			}
 			if errors.Is(err, certstore.ErrExists) {
 				return withHint(err, exitExists, "remove the guardian that has the name now ('guardctl guardian remove "+args[0]+"'), then restore")
 			}
@@ -35,4 +52,6 @@ trash. 'guardctl guardian list --removed' shows what the trash holds.`,
 			return a.showGuardian(c.Entry)
 		},
 	}
+	a.addDryRun(cmd)
+	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -203,25 +204,38 @@ func (a *app) unwrapProtector(file string, p *keyprotector.Protector, t trustFla
 // no store any more, and is named by its signing thumbprint (as kp show
 // prints it).
 type revokeFlags struct {
-	guardianName, thumbprint string
+	guardianName, thumbprint, guardianFile string
 }
 
 func (r *revokeFlags) register(cmd *cobra.Command, a *app, verb string) {
 	f := cmd.Flags()
 	f.StringVar(&r.guardianName, "guardian", "", "guardian to "+verb+" (a guardian of this store, public-only is enough)")
+	f.StringVar(&r.guardianFile, "guardian-file", "", "guardian to "+verb+" from its public guardian file (as 'guardian export --public' writes it), not imported into this store")
+	ways := []string{"guardian"}
 	if verb == "revoke" {
 		f.StringVar(&r.thumbprint, "thumbprint", "", "revoke the guardian whose signing certificate has this SHA-1 thumbprint (as 'kp show' prints it), whether or not this store knows it")
-		cmd.MarkFlagsOneRequired("guardian", "thumbprint")
-		cmd.MarkFlagsMutuallyExclusive("guardian", "thumbprint")
-	} else {
-		cmd.MarkFlagRequired("guardian")
+		ways = append(ways, "thumbprint")
 	}
+	ways = append(ways, "guardian-file")
+	cmd.MarkFlagsOneRequired(ways...)
+	cmd.MarkFlagsMutuallyExclusive(ways...)
+	cmd.MarkFlagFilename("guardian-file", "xml")
 	cmd.RegisterFlagCompletionFunc("guardian", completeGuardianFlag(a))
 }
 
 // target is the guardian named by --guardian (nil with --thumbprint) and
 // how to call it in messages.
 func (r *revokeFlags) target(a *app, verb string, allowExpired bool) (*guardian.Guardian, string, error) {
+	if r.guardianFile != "" {
+		// Named after its file (host-b.guardian.xml is host-b), as
+		// 'guardian export --public' names it.
+		name := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(r.guardianFile), ".xml"), ".guardian")
+		g, err := readPublicGuardian(r.guardianFile, name, guardian.Policy{Now: time.Now(), AllowExpired: allowExpired || verb == "revoke", AllowUntrustedRoot: true})
+		if err != nil {
+			return nil, "", err
+		}
+		return g.Public(), fmt.Sprintf("guardian %q", name), nil
+	}
 	if r.thumbprint == "" {
 		g, err := a.accessTarget(r.guardianName, verb, allowExpired)
 		if err != nil {

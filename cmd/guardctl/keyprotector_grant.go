@@ -16,6 +16,7 @@ type kpChange struct {
 	verb string // grant or revoke
 	revokeFlags
 	allowExpired bool
+	dryRun       bool
 	noBackup     bool
 	keepBackup   bool
 	jobs         int
@@ -45,12 +46,14 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 		f.MarkHidden("no-backup")
 	}
 	f.IntVar(&c.jobs, "jobs", 0, "files to work on at once (0: one per CPU)")
+	a.addDryRun(cmd)
 }
 
 func (c *kpChange) run(a *app, files []string) error {
 	if err := notInPlace("kp "+c.verb, files...); err != nil {
 		return err
 	}
+	c.dryRun = a.dryRun
 	g, who, err := c.target(a, c.verb, c.allowExpired)
 	if err != nil {
 		return err
@@ -142,7 +145,7 @@ func (c *kpChange) run(a *app, files []string) error {
 // lock on the file (keyprotector.GrantFile, RevokeFile).
 func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guardian, who string) kpFileResult {
 	res := kpFileResult{File: file}
-	opt := keyprotector.FileOptions{Policy: keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}}
+	opt := keyprotector.FileOptions{Policy: keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}, DryRun: c.dryRun}
 	var r keyprotector.FileResult
 	var err error
 	if c.verb == "grant" {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/subtle"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -52,40 +54,79 @@ func (f *kpCreateFlags) guardians(a *app) (*guardian.Guardian, []*guardian.Guard
 	return owner, gs, nil
 }
 
-// checkOut refuses an existing --out file without --force, and - (standard
-// output) where it cannot be.
-func (f *kpCreateFlags) checkOut(a *app) error {
+// create makes a key protector for key and writes it to f.out (- is
+// standard output). When f.out already is a key protector of the same owner
+// for the same guardians (and, for wrap, of the same key), nothing changes,
+// --force or not; kp new (fresh) with --force makes a new key anyway.
+func (f *kpCreateFlags) create(a *app, key []byte, fresh bool) error {
 	if f.out == "-" {
-		return a.stdoutFor("--out")
-	}
-	return refuseExisting(f.out, f.force)
-}
-
-// create makes a key protector for key and writes it to f.out.
-func (f *kpCreateFlags) create(a *app, key []byte) error {
-	if err := f.checkOut(a); err != nil {
-		return err
+		if err := a.stdoutFor("--out"); err != nil {
+			return err
+		}
 	}
 	owner, gs, err := f.guardians(a)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Lstat(f.out); err == nil && f.out != "-" {
+		if !fresh || !f.force {
+			known := key
+			if fresh {
+				known = nil
+			}
+			if p := f.sameProtector(owner, gs, known); p != nil {
+				a.setChanged(false)
+				a.note("guardctl: %s already protects this key for these guardians; unchanged", f.out)
+				v, err := a.describeKP(f.out, p, nil)
+				if err != nil {
+					return err
+				}
+				return a.printKP(v)
+			}
+		}
+		if err := refuseExisting(f.out, f.force); err != nil {
+			return err
+		}
 	}
 	p, xmlData, err := keyprotector.New(key, owner, gs)
 	if err != nil {
 		return err
 	}
 	if f.out == "-" {
+		if a.dryRun {
+			return nil
+		}
 		_, err := a.stdout.Write(keyprotector.EncodeFile(xmlData))
 		return err
 	}
-	if _, err := writeKeyProtector(f.out, xmlData, f.force, true); err != nil {
-		return err
+	if !a.dryRun {
+		if _, err := writeKeyProtector(f.out, xmlData, f.force, true); err != nil {
+			return err
+		}
 	}
+	a.setChanged(true)
+	a.note("guardctl: %s %s", a.would("wrote"), f.out)
 	v, err := a.describeKP(f.out, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
 	if err != nil {
 		return err
 	}
 	return a.printKP(v)
+}
+
+// sameProtector returns the key protector at f.out when it verifies and is
+// owner's for exactly gs (and, when key is not nil, protects key), else nil.
+func (f *kpCreateFlags) sameProtector(owner *guardian.Guardian, gs []*guardian.Guardian, key []byte) *keyprotector.Protector {
+	p, err := readKeyProtector(f.out)
+	if err != nil || p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: f.allowExpired}) != nil || !p.HasExactly(owner, gs) {
+		return nil
+	}
+	if key != nil {
+		got, _, err := p.Unwrap([]*guardian.Guardian{owner})
+		if err != nil || subtle.ConstantTimeCompare(got, key) != 1 {
+			return nil
+		}
+	}
+	return p
 }
 
 func newKPNewCmd(a *app) *cobra.Command {
@@ -97,10 +138,11 @@ func newKPNewCmd(a *app) *cobra.Command {
   guardctl kp unwrap vm1.kp --key-out vm1.key     # on any host holding a guardian`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.create(a, keyprotector.NewTransportKey())
+			return f.create(a, keyprotector.NewTransportKey(), true)
 		},
 	}
 	f.register(cmd, a)
+	a.addDryRun(cmd)
 	return cmd
 }
 
@@ -123,11 +165,12 @@ unwrap' gives back the same bytes on any host holding one of them.`, keyprotecto
 			if len(key) == 0 || len(key) > keyprotector.MaxKeySize {
 				return usageError("the key in %s is %d bytes; guardctl wraps keys of 1 to %d bytes", keyFile, len(key), keyprotector.MaxKeySize)
 			}
-			return f.create(a, key)
+			return f.create(a, key, false)
 		},
 	}
 	f.register(cmd, a)
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "file holding the key to protect (- for standard input)")
 	cmd.MarkFlagRequired("key-file")
+	a.addDryRun(cmd)
 	return cmd
 }

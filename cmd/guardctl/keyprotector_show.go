@@ -46,6 +46,7 @@ type kpView struct {
 	Unverified string           `json:"unverified,omitempty"`
 	Guardians  []kpGuardianView `json:"guardians"`
 	startView
+	outcome
 }
 
 // describeKP builds the view of p as this store sees it. verr is what
@@ -136,6 +137,7 @@ func unverifiedError(file, what string, ownerUnknown bool) error {
 
 func (a *app) printKP(v kpView) error {
 	if a.output == "json" {
+		v.outcome = a.outcome
 		return writeJSON(a.stdout, v)
 	}
 	status := v.Signatures

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io/fs"
@@ -88,6 +89,7 @@ func TestScripts(t *testing.T) {
 			"mkpfx":    cmdMkpfx,
 			"exits":    cmdExits,
 			"fakewin":  cmdFakewin,
+			"predict":  cmdPredict,
 		},
 	})
 }
@@ -236,6 +238,69 @@ func cmdSnapshot(ts *testscript.TestScript, neg bool, args []string) {
 	})
 	sort.Strings(lines)
 	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+}
+
+// predict CHANGED guardctl ARGS... runs 'guardctl ARGS --dry-run -o json', checks
+// that it wrote nothing under $WORK, then runs 'guardctl ARGS -o json' on
+// the same inputs and checks that both reported the same "changed", and that
+// it is CHANGED (true or false; for a batch, one per file, comma-separated).
+// Both must exit 0.
+func cmdPredict(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 3 || args[1] != "guardctl" || neg {
+		ts.Fatalf("usage: predict CHANGED guardctl ARGS...")
+	}
+	tree := func() string {
+		var lines []string
+		root := ts.Getenv("WORK")
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.Name() == ".lock" {
+				return nil
+			}
+			fi, _ := d.Info()
+			line := fmt.Sprintf("%s %v", p, fi.Mode())
+			if d.Type().IsRegular() {
+				data, _ := os.ReadFile(p)
+				sum := sha256.Sum256(data)
+				line += " " + hex.EncodeToString(sum[:])
+			}
+			lines = append(lines, line)
+			return nil
+		})
+		return strings.Join(lines, "\n")
+	}
+	changed := func(out string) string {
+		var one struct{ Changed *bool }
+		if err := json.Unmarshal([]byte(out), &one); err == nil {
+			if one.Changed == nil {
+				ts.Fatalf("no \"changed\" in %s", out)
+			}
+			return strconv.FormatBool(*one.Changed)
+		}
+		var many []struct{ Changed *bool }
+		ts.Check(json.Unmarshal([]byte(out), &many))
+		var s []string
+		for _, r := range many {
+			if r.Changed == nil {
+				ts.Fatalf("no \"changed\" in %s", out)
+			}
+			s = append(s, strconv.FormatBool(*r.Changed))
+		}
+		return strings.Join(s, ",")
+	}
+	before := tree()
+	ts.Check(ts.Exec("guardctl", append(append([]string{}, args[2:]...), "--dry-run", "-o", "json")...))
+	predicted := changed(ts.ReadFile("stdout"))
+	if tree() != before {
+		ts.Fatalf("guardctl %s --dry-run changed files", strings.Join(args[2:], " "))
+	}
+	ts.Check(ts.Exec("guardctl", append(append([]string{}, args[2:]...), "-o", "json")...))
+	actual := changed(ts.ReadFile("stdout"))
+	if predicted != actual {
+		ts.Fatalf("--dry-run predicted changed=%s, the run reported changed=%s", predicted, actual)
+	}
+	if actual != args[0] {
+		ts.Fatalf("changed=%s, want %s", actual, args[0])
+	}
 }
 
 // perm FILE MODE checks a file's permission bits exactly.

@@ -126,6 +126,28 @@ func (v guardianView) keysText() string {
 	return "public only"
 }
 
+// outcome is the part of a changing command's JSON that says whether it
+// changed something; with --dry-run, whether the same command without it
+// would. Decided by meaning (the same certificates, the same key), never by
+// comparing bytes guardctl encodes afresh on every run.
+type outcome struct {
+	Changed *bool `json:"changed,omitempty"`
+	DryRun  bool  `json:"dryRun,omitempty"`
+}
+
+// setChanged records what the command changed (or would change).
+func (a *app) setChanged(changed bool) {
+	a.outcome = outcome{Changed: &changed, DryRun: a.dryRun}
+}
+
+// would is the verb of a note: "would VERB" in a dry run.
+func (a *app) would(verb string) string {
+	if a.dryRun {
+		return "would " + verb
+	}
+	return verb
+}
+
 // writeJSON writes v indented, the only thing on standard output.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -179,7 +201,10 @@ func dateText(t *time.Time) string {
 func (a *app) showGuardian(e *certstore.Entry) error {
 	v := newGuardianView(e, time.Now())
 	if a.output == "json" {
-		return writeJSON(a.stdout, v)
+		return writeJSON(a.stdout, struct {
+			guardianView
+			outcome
+		}{v, a.outcome})
 	}
 	pairs := [][2]string{
 		{"Name", v.Name},

@@ -289,20 +289,24 @@ func TestKillDuringWrites(t *testing.T) {
 // TestConcurrentWrites runs many guardctl processes on one store at once:
 // distinct creates all land, a contested name is created exactly once (the
 // others get the documented "already exists"), and forced imports of one
-// name each leave a whole guardian with the replaced ones in the trash.
+// name (each of another guardian) each leave a whole guardian with the
+// replaced ones in the trash.
 func TestConcurrentWrites(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	pfxDir := t.TempDir()
 	pwFile := filepath.Join(pfxDir, "pw")
 	os.WriteFile(pwFile, []byte("pw"), 0o600)
 	src := t.TempDir()
-	if _, e, code := runGuardctl(t, src, "guardian", "create", "seed", "--host", "h"); code != 0 {
-		t.Fatal(e)
-	}
-	if _, e, code := runGuardctl(t, src, "guardian", "export", "seed", "--dir", pfxDir, "--password-file", pwFile); code != 0 {
-		t.Fatal(e)
-	}
 	const workers = 8
+	for w := range workers {
+		seed := fmt.Sprintf("seed%d", w)
+		if _, e, code := runGuardctl(t, src, "guardian", "create", seed, "--host", "h"); code != 0 {
+			t.Fatal(e)
+		}
+		if _, e, code := runGuardctl(t, src, "guardian", "export", seed, "--dir", pfxDir, "--password-file", pwFile); code != 0 {
+			t.Fatal(e)
+		}
+	}
 	type result struct {
 		op     string
 		code   int
@@ -318,7 +322,7 @@ func TestConcurrentWrites(t *testing.T) {
 				{"guardian", "create", fmt.Sprintf("own%d", w), "--host", "h"},
 				{"guardian", "create", "contested", "--host", "h"},
 				{"guardian", "import", "shared", "--force", "--password-file", pwFile,
-					"--signing", filepath.Join(pfxDir, "seed-signing.pfx"), "--encryption", filepath.Join(pfxDir, "seed-encryption.pfx")},
+					"--signing", filepath.Join(pfxDir, fmt.Sprintf("seed%d-signing.pfx", w)), "--encryption", filepath.Join(pfxDir, fmt.Sprintf("seed%d-encryption.pfx", w))},
 				{"guardian", "list", "-o", "json"},
 			} {
 				_, e, code := runGuardctl(t, store, args...)

@@ -19,6 +19,11 @@ type app struct {
 	output    string
 	noInput   bool
 	yes       bool
+	// dryRun is --dry-run, on the commands that change something.
+	dryRun bool
+	// outcome is what such a command reports in its JSON: whether it
+	// changed something (or, with --dry-run, would).
+	outcome outcome
 
 	stdin  *os.File
 	stdout io.Writer
@@ -177,6 +182,11 @@ func (a *app) canPrompt() bool {
 		}
 	}
 	return *a.answers
+}
+
+// addDryRun gives a command that changes something its --dry-run flag.
+func (a *app) addDryRun(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&a.dryRun, "dry-run", false, "read and check everything, write nothing, and report what would change")
 }
 
 // exactArgs is cobra.ExactArgs with a usage exit code and the argument's name.

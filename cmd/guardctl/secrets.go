@@ -62,7 +62,7 @@ func (a *app) surveyStdio() survey.AskOpt {
 // confirm asks a yes/no question, defaulting to no. --yes answers yes;
 // without a person at a terminal (or with --no-input) it refuses.
 func (a *app) confirm(question, refusal string) error {
-	if a.yes {
+	if a.yes || a.dryRun { // a dry run changes nothing to confirm
 		return nil
 	}
 	if !a.canPrompt() {

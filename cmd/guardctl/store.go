@@ -25,6 +25,7 @@ type checkResult struct {
 	// were not repaired: store check exits 6 when it is not 0.
 	Remaining int                 `json:"remaining"`
 	Findings  []certstore.Finding `json:"findings"`
+	outcome
 }
 
 func newStoreCheckCmd(a *app) *cobra.Command {
@@ -58,16 +59,25 @@ when problems remain.`,
 			if err != nil {
 				return err
 			}
-			findings, err := st.Check(repair)
+			// A dry run of --repair is a check: every finding says
+			// whether --repair acts on it.
+			acting := repair && !a.dryRun
+			findings, err := st.Check(acting)
 			if err != nil {
 				return err
 			}
-			res := checkResult{Store: st.Location(), Clean: len(findings) == 0, Repaired: repair && len(findings) > 0, Findings: findings}
+			changed := false
+			res := checkResult{Store: st.Location(), Clean: len(findings) == 0, Findings: findings}
 			for _, f := range findings {
-				if !f.Warning && f.Action == "" {
+				fixed := f.Action != "" || (repair && f.Repairable)
+				changed = changed || (repair && f.Repairable)
+				if !f.Warning && !fixed {
 					res.Remaining++
 				}
 			}
+			res.Repaired = acting && changed
+			a.setChanged(changed)
+			res.outcome = a.outcome
 			if res.Findings == nil {
 				res.Findings = []certstore.Finding{}
 			}
@@ -81,7 +91,10 @@ when problems remain.`,
 				rows := make([][]string, 0, len(findings))
 				for _, f := range findings {
 					action := f.Action
-					if action == "" {
+					switch {
+					case action == "" && repair && f.Repairable:
+						action = "would be repaired"
+					case action == "":
 						action = "-"
 					}
 					rows = append(rows, []string{string(f.Kind), f.Path, f.Detail, action})
@@ -100,5 +113,6 @@ when problems remain.`,
 		},
 	}
 	cmd.Flags().BoolVar(&repair, "repair", false, "move broken entries and leftovers to lost+found and fix permissions")
+	a.addDryRun(cmd)
 	return cmd
 }

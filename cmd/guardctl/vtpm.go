@@ -255,6 +255,7 @@ type rekeyResult struct {
 	KeyBits   int      `json:"keyBits,omitempty"`
 	KDF       string   `json:"kdf,omitempty"` // the new passphrase's key derivation
 	Backups   []string `json:"backups"`
+	outcome
 }
 
 func newVTPMRekeyCmd(a *app) *cobra.Command {
@@ -298,11 +299,22 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			if err != nil {
 				return err
 			}
-			oldKey, _, err := old.open(st, max(info.KeyBits, 128))
+			newKey, newKDF, err := next.key(bits)
 			if err != nil {
 				return err
 			}
-			newKey, newKDF, err := next.key(bits)
+			// A state already under the new key (or already plain, for
+			// --to-plain) is left as it is.
+			if alreadyUnder(st, info, newKey) {
+				a.setChanged(false)
+				res := rekeyResult{Path: st.Path, Encrypted: info.Encrypted, KeyBits: info.KeyBits, KDF: string(newKDF), Backups: []string{}, outcome: a.outcome}
+				if a.output == "json" {
+					return writeJSON(a.stdout, res)
+				}
+				a.note("guardctl: %s is already %s; unchanged", st.Path, map[bool]string{true: "encrypted under the new key", false: "plaintext"}[info.Encrypted])
+				return nil
+			}
+			oldKey, _, err := old.open(st, max(info.KeyBits, 128))
 			if err != nil {
 				return err
 			}
@@ -329,16 +341,23 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			// (or be the plaintext): kept only when asked, or when the
 			// new state is plaintext anyway.
 			keep := toPlain || keepBackup
-			backup, err := writeStateFiles(st, blobs, keep)
-			if err != nil {
-				return err
+			a.setChanged(true)
+			backup := []string{}
+			if !a.dryRun {
+				if backup, err = writeStateFiles(st, blobs, keep); err != nil {
+					return err
+				}
+				if !keep {
+					backup = []string{}
+				}
 			}
-			if !keep {
-				backup = []string{}
-			}
-			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, KDF: string(newKDF), Backups: backup}
+			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, KDF: string(newKDF), Backups: backup, outcome: a.outcome}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
+			}
+			if a.dryRun {
+				a.note("guardctl: would re-encrypt %s", st.Path)
+				return nil
 			}
 			what := "plaintext"
 			if newKey != nil {
@@ -364,6 +383,7 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 	next.register(cmd, "new-", "the new")
 	cmd.Flags().BoolVar(&toPlain, "to-plain", false, "write the state unencrypted")
 	cmd.Flags().BoolVar(&keepBackup, "keep-backup", false, "keep the previous files as .bak (0600), which still open with the old key (or are plaintext)")
+	a.addDryRun(cmd)
 	cmd.Flags().StringVar(&cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)")
 	return cmd
 }
@@ -399,4 +419,17 @@ func writeStateFiles(st *vtpm.State, blobs map[string][]byte, keep bool) ([]stri
 		}
 	}
 	return backups, nil
+}
+
+// alreadyUnder reports whether every blob of st is already encrypted under
+// key with its size (or, for a nil key, already plain).
+func alreadyUnder(st *vtpm.State, info vtpm.Info, key vtpm.Key) bool {
+	if key == nil || !info.Encrypted {
+		return key == nil && !info.Encrypted
+	}
+	if info.KeyBits != len(key)*8 {
+		return false
+	}
+	_, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) })
+	return err == nil
 }

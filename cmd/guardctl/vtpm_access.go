@@ -46,7 +46,7 @@ func (c *vtpmAccess) run(a *app, file string) error {
 		return err
 	}
 	var now *vtpm.Bundle
-	backup, changed, err := vtpm.UpdateFile(file, c.verb == "grant" || c.keepBackup, func(b *vtpm.Bundle) (*vtpm.Bundle, error) {
+	backup, changed, err := vtpm.UpdateFile(file, vtpm.UpdateOptions{Backup: c.verb == "grant" || c.keepBackup, DryRun: a.dryRun}, func(b *vtpm.Bundle) (*vtpm.Bundle, error) {
 		now = b
 		next, err := c.change(b, ids, g)
 		if next != nil {
@@ -61,8 +61,11 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err != nil {
 		return err
 	}
+	a.setChanged(changed)
 	if !changed {
 		a.note("guardctl: %s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+	} else if a.dryRun {
+		a.note("guardctl: would write %s", file)
 	} else if backup != "" {
 		if c.verb == "revoke" {
 			a.note("guardctl: %s written; the backup %s still lets %s open it: delete it once it is not needed", file, backup, who)
@@ -156,5 +159,6 @@ it would still open for H.`,
 		f.BoolVar(&c.rotate, "rotate", false, "re-encrypt the payload under a new transport key")
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous bundle as a .bak (0600), which still lets the revoked guardian open it")
 	}
+	a.addDryRun(cmd)
 	return cmd
 }

@@ -23,6 +23,7 @@ type bundleView struct {
 	// signatures and owner, and the manifest).
 	Verified    bool `json:"verified"`
 	manifestErr error
+	outcome
 }
 
 // readBundle reads a bundle and its key protector.
@@ -72,6 +73,7 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 	}
 	v.Verified = kv.Verified && v.ManifestVerified
 	if a.output == "json" {
+		v.outcome = a.outcome
 		return v, writeJSON(a.stdout, v)
 	}
 	m := b.Manifest

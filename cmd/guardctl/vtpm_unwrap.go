@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ type unwrapBundleResult struct {
 	SwtpmKey   string   `json:"swtpmKey,omitempty"` // swtpm's --key value for the state, with the secret in secretOut`
 	Backup     string   `json:"backup,omitempty"`
 	UnwrapWith string   `json:"unwrapWith"`
+	outcome
 }
 
 // owner is a --chown USER[:GROUP], resolved.
@@ -140,17 +142,8 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 					"upgrade swtpm and libtpms here, or pass --allow-downgrade if the source used a profile this libtpms supports")
 			}
 			dirLayout := m.Layout == vtpm.LayoutDir
-			if err := checkTarget(to, dirLayout, force); err != nil {
-				return err
-			}
-			switch secretOut {
-			case "":
-			case "-":
+			if secretOut == "-" {
 				if err := a.stdoutFor(map[bool]string{true: "--key-out", false: "--passphrase-out"}[keyOut != ""]); err != nil {
-					return err
-				}
-			default:
-				if err := refuseExisting(secretOut, force); err != nil {
 					return err
 				}
 			}
@@ -169,6 +162,34 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 				if f.Name != vtpm.SecretFile {
 					res.Files = append(res.Files, f.Name)
 				}
+			}
+			if stateInPlace(to, m.Layout, files, secretOut) {
+				res.SecretOut = secretOut
+				a.setChanged(false)
+				res.outcome = a.outcome
+				if a.output == "json" {
+					return writeJSON(a.stdout, res)
+				}
+				a.note("guardctl: %s already holds the state of %s; unchanged", to, args[0])
+				return nil
+			}
+			if err := checkTarget(to, dirLayout, force); err != nil {
+				return err
+			}
+			if secretOut != "" && secretOut != "-" {
+				if err := refuseExisting(secretOut, force); err != nil {
+					return err
+				}
+			}
+			a.setChanged(true)
+			res.outcome = a.outcome
+			if a.dryRun {
+				res.SecretOut = secretOut
+				if a.output == "json" {
+					return writeJSON(a.stdout, res)
+				}
+				a.note("guardctl: would unwrap %s with guardian %q into %s", args[0], by.Name, to)
+				return nil
 			}
 			if dirLayout {
 				res.Backup, err = writeStateDir(to, files, modes, own, force)
@@ -231,6 +252,7 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 	f.BoolVar(&force, "force", false, "replace an existing state, keeping it as a .bak")
 	trust.register(cmd)
 	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "unwrap state from a newer swtpm than this host's")
+	a.addDryRun(cmd)
 	return cmd
 }
 
@@ -346,4 +368,35 @@ func fileMode(m fs.FileMode) fs.FileMode {
 		return 0o600
 	}
 	return m
+}
+
+// stateInPlace reports whether the state at to already holds what the
+// bundle's payload files hold (the same swtpm blobs), and secretOut, when
+// given, the same secret: unwrapping again would change nothing.
+func stateInPlace(to string, layout vtpm.Layout, files map[string][]byte, secretOut string) bool {
+	st, err := vtpm.ReadState(to)
+	if err != nil || secretOut == "-" {
+		return false
+	}
+	disk := map[string][]byte{}
+	for name, data := range files {
+		switch {
+		case name == vtpm.SecretFile:
+		case layout == vtpm.LayoutDir:
+			disk[name] = data
+		default:
+			disk[""] = data
+		}
+	}
+	blobs, err := vtpm.BlobsOf(layout, disk)
+	if err != nil || !st.HoldsBlobs(layout, blobs) {
+		return false
+	}
+	if secretOut != "" {
+		have, err := os.ReadFile(secretOut)
+		if err != nil || subtle.ConstantTimeCompare(have, files[vtpm.SecretFile]) != 1 {
+			return false
+		}
+	}
+	return true
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
@@ -71,8 +72,10 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			if volatile != "refuse" && volatile != "include" && volatile != "drop" {
 				return usageError("--volatile is refuse, include or drop, not %q", volatile)
 			}
-			if err := kf.checkOut(a); err != nil {
-				return err
+			if kf.out == "-" {
+				if err := a.stdoutFor("--out"); err != nil {
+					return err
+				}
 			}
 			st, info, err := stateToChange(args[0], "wrapping")
 			if err != nil {
@@ -137,6 +140,17 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			if err != nil {
 				return err
 			}
+			if _, err := os.Lstat(kf.out); err == nil && kf.out != "-" {
+				if b, p := a.sameBundle(kf.out, owner, gs, kf.allowExpired, m, files, modes); b != nil {
+					a.setChanged(false)
+					a.note("guardctl: %s already holds this state for these guardians; unchanged", kf.out)
+					_, err := a.showBundle(kf.out, b, p, nil)
+					return err
+				}
+				if err := refuseExisting(kf.out, kf.force); err != nil {
+					return err
+				}
+			}
 			tk := keyprotector.NewTransportKey()
 			_, kpXML, err := keyprotector.New(tk, owner, gs)
 			if err != nil {
@@ -156,26 +170,36 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 	f.StringVar(&vmUUID, "vm-uuid", "", "the VM's UUID, recorded in the manifest (found in a libvirt state path)")
 	f.StringVar(&vmName, "vm-name", "", "the VM's name, recorded in the manifest")
 	f.StringVar(&volatile, "volatile", "refuse", "volatile state: refuse, include or drop")
+	a.addDryRun(cmd)
 	return cmd
 }
 
 // writeBundle writes b to path atomically (replacing a file only with
-// overwrite, and then keeping the old one) and shows it.
+// overwrite, and then keeping the old one), or with --dry-run does not, and
+// shows it as changed.
 func (a *app) writeBundle(path string, b *vtpm.Bundle, overwrite bool) error {
 	data, err := b.Marshal()
 	if err != nil {
 		return err
 	}
-	if path == "-" {
+	a.setChanged(true)
+	switch {
+	case a.dryRun:
+		a.note("guardctl: would write %s", path)
+		if path == "-" {
+			return nil
+		}
+	case path == "-":
 		_, err := a.stdout.Write(data)
 		return err
-	}
-	backup, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: overwrite, Backup: true})
-	if err != nil {
-		return err
-	}
-	if backup != "" {
-		a.note("guardctl: %s written; the previous version is %s", path, backup)
+	default:
+		backup, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: overwrite, Backup: true})
+		if err != nil {
+			return err
+		}
+		if backup != "" {
+			a.note("guardctl: %s written; the previous version is %s", path, backup)
+		}
 	}
 	p, err := keyprotector.Parse(b.KeyProtector)
 	if err != nil {
@@ -183,4 +207,23 @@ func (a *app) writeBundle(path string, b *vtpm.Bundle, overwrite bool) error {
 	}
 	_, err = a.showBundle(path, b, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
 	return err
+}
+
+// sameBundle returns the bundle at path (and its key protector) when it
+// verifies, is owner's for exactly gs, and holds what sealing files under m
+// would; else nil.
+func (a *app) sameBundle(path string, owner *guardian.Guardian, gs []*guardian.Guardian, allowExpired bool, m vtpm.Manifest, files map[string][]byte, modes map[string]uint32) (*vtpm.Bundle, *keyprotector.Protector) {
+	b, p, err := readBundle(path)
+	if err != nil || p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: allowExpired}) != nil || !p.HasExactly(owner, gs) {
+		return nil, nil
+	}
+	tk, _, err := p.Unwrap([]*guardian.Guardian{owner})
+	if err != nil {
+		return nil, nil
+	}
+	opened, err := b.Open(tk)
+	if err != nil || !b.Holds(opened, m, files, modes) {
+		return nil, nil
+	}
+	return b, p
 }

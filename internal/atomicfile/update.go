@@ -21,6 +21,9 @@ type UpdateOptions struct {
 	MaxSize int64
 	// Backup keeps the previous content as PATH.TIMESTAMP.bak, mode 0600.
 	Backup bool
+	// DryRun reads the file and calls change as a real run does, and
+	// writes nothing: changed says whether the real run would write.
+	DryRun bool
 }
 
 // Update rewrites the file at path in one read-modify-write that no other
@@ -77,6 +80,9 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 	next, err := change(old)
 	if err != nil || next == nil {
 		return "", false, err
+	}
+	if opt.DryRun {
+		return "", true, nil
 	}
 	if !locks {
 		// No lock: make sure the file is still what was read.
