@@ -404,10 +404,10 @@ func Build(t testing.TB, pkg string, test bool) string {
 		t.Fatalf("building for Windows: %v", err)
 	}
 	name := filepath.Base(pkg)
-	args := []string{"build"}
+	args := []string{"build", "-trimpath"}
 	if test {
 		name += ".test"
-		args = []string{"test", "-c"}
+		args = []string{"test", "-c", "-trimpath"}
 	}
 	exe := filepath.Join(t.TempDir(), name+".exe")
 	args = append(args, "-o", exe, pkg)
