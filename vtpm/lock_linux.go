@@ -2,6 +2,47 @@
 
 package vtpm
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
 
 const unixOFDGetLk = unix.F_OFD_GETLK
+
+// openBy returns a process other than this one that has the file at path
+// open (its PID and command name), or 0. Processes whose /proc entries this
+// user cannot read are skipped.
+func openBy(path string) (int, string, error) {
+	want, err := os.Stat(path)
+	if err != nil {
+		return 0, "", err
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, "", nil // no /proc: nothing more can be known
+	}
+	self := os.Getpid()
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		fdDir := filepath.Join("/proc", p.Name(), "fd")
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			fi, err := os.Stat(filepath.Join(fdDir, fd.Name()))
+			if err == nil && os.SameFile(fi, want) {
+				comm, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
+				return pid, strings.TrimSpace(string(comm)), nil
+			}
+		}
+	}
+	return 0, "", nil
+}

@@ -3,6 +3,7 @@ package vtpm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -77,15 +78,12 @@ func ReadState(path string) (*State, error) {
 func readDir(dir string) (*State, error) {
 	s := &State{Path: dir, Layout: LayoutDir, Blobs: map[string][]byte{}}
 	for _, name := range []string{"permall", "volatilestate", "savestate"} {
-		data, err := os.ReadFile(filepath.Join(dir, dirFile(name)))
+		data, err := ReadNoFollow(filepath.Join(dir, dirFile(name)), MaxBlobSize)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, err
-		}
-		if len(data) > MaxBlobSize {
-			return nil, errorf(KindInvalid, "%s is larger than %d bytes", dirFile(name), MaxBlobSize)
 		}
 		s.Blobs[name] = data
 	}
@@ -96,6 +94,47 @@ func readDir(dir string) (*State, error) {
 		return nil, errorf(KindUnsupported, "%s holds TPM 1.2 state (tpm-00.permall); guardctl carries TPM 2.0 state only", dir)
 	}
 	return nil, errorf(KindNoState, "%s holds no %s: the TPM was never set up, or its state is not here (libvirt would make a new TPM and the guest would lose its sealed secrets)", dir, PermallName)
+}
+
+// ReadNoFollow reads the file at path, which must be a regular file and not
+// a symbolic link: a file inside a state directory is never followed out of
+// it (a link to another VM's state, or to /etc/passwd, is refused by name).
+// The file opened is checked to be the one looked at, so a link swapped in
+// meanwhile is refused too.
+func ReadNoFollow(path string, limit int64) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%s is a symbolic link; guardctl does not follow links inside a state", path)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > limit {
+		return nil, errorf(KindInvalid, "%s is larger than %d bytes", path, limit)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	now, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !os.SameFile(fi, now) {
+		return nil, fmt.Errorf("%s changed while it was being read (a symbolic link swapped in?); refusing it", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, errorf(KindInvalid, "%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
 }
 
 // HasVolatile reports whether the state holds volatile state (written by a
@@ -152,17 +191,30 @@ func sortedKeys[V any](m map[string]V) []string {
 var ErrInUse = errors.New("a running swtpm is using the state")
 
 // CheckNotInUse fails with ErrInUse when a process holds a lock on the
-// state: swtpm's lock file in a state directory, or the linear file itself.
+// state (swtpm's lock file in a state directory, or the linear file itself)
+// or, for a state file, has it open: swtpm takes no lock on its linear file
+// backend, so on Linux every process's open files (/proc/*/fd) are looked
+// at. Processes of other users are seen only by root.
 func (s *State) CheckNotInUse() error {
 	lock := filepath.Join(s.Path, ".lock")
 	if s.Layout != LayoutDir {
 		lock = s.Path
 	}
 	locked, err := lockHeld(lock)
-	if err != nil || !locked {
+	if err != nil {
 		return err
 	}
-	return ErrInUse
+	if locked {
+		return ErrInUse
+	}
+	if s.Layout == LayoutDir {
+		return nil
+	}
+	pid, name, err := openBy(s.Path)
+	if err != nil || pid == 0 {
+		return err
+	}
+	return fmt.Errorf("%w: process %d (%s) has it open", ErrInUse, pid, name)
 }
 
 // PassphraseKey returns the key passphrase derives that opens every blob of

@@ -110,7 +110,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 				if disk != "" {
 					src = filepath.Join(st.Path, disk)
 				}
-				fi, err := os.Stat(src)
+				fi, err := os.Lstat(src) // read without following links (vtpm.ReadNoFollow)
 				if err != nil {
 					return err
 				}
