@@ -4,7 +4,7 @@
 GO       ?= go
 TARGETS  := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
-.PHONY: all build test deps unit lint crossbuild print-targets fuzz bench docs
+.PHONY: all build test deps unit lint crossbuild print-targets fuzz bench docs completions package pkgtest
 
 all: build
 
@@ -28,7 +28,7 @@ DEB_PACKAGES := openssl libxml2-utils swtpm swtpm-tools tpm2-tools iproute2 gnut
 	default-jre-headless ansible-core wine64 gcc-mingw-w64-x86-64-win32 man-db
 TOOLS := openssl xmllint swtpm tpm2_nvread certtool keytool ansible-playbook wine x86_64-w64-mingw32-gcc
 deps:
-	@echo "== deps: checking for $(TOOLS)"
+	@echo "== [$(T)] deps: checking for $(TOOLS)"
 	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -37,17 +37,27 @@ deps:
 		else echo "missing:$$missing; install the Debian packages $(DEB_PACKAGES): the tests need them" >&2; exit 1; fi; \
 	fi
 
+# Each step of make test says what it does and when, in seconds since make
+# started ($(T) in a recipe).
+STARTED := $(shell date +%s)
+T = $$(( $$(date +%s) - $(STARTED) ))s
+
 unit:
+	@echo "== [$(T)] unit: go test ./... (testscript end to end, swtpm, Wine, crash and concurrency tests)"
 	$(GO) test -count=1 ./...
 
 lint:
+	@echo "== [$(T)] lint: gofmt"
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+	@echo "== [$(T)] lint: go vet"
 	$(GO) vet ./...
+	@echo "== [$(T)] lint: staticcheck (the first run downloads and builds it)"
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 crossbuild:
-	@for t in $(TARGETS); do \
-		echo "GOOS=$${t%/*} GOARCH=$${t#*/} go build ./cmd/guardctl"; \
+	@n=0; for t in $(TARGETS); do \
+		n=$$((n+1)); \
+		echo "== [$(T)] crossbuild $$n/$(words $(TARGETS)): GOOS=$${t%/*} GOARCH=$${t#*/} go build ./cmd/guardctl (the first build for a target compiles the standard library too)"; \
 		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build -trimpath -o /dev/null ./cmd/guardctl || exit 1; \
 	done
 
@@ -58,7 +68,7 @@ FUZZ_TARGETS := ./guardian:FuzzDecodePFX ./guardian:FuzzPFXStructure ./guardian:
 	./keyprotector:FuzzParse ./vtpm:FuzzDecrypt ./vtpm:FuzzReadBundle
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
-		echo "go test -fuzz $${t#*:} $${t%:*}"; \
+		echo "== [$(T)] fuzz: go test -fuzz $${t#*:} -fuzztime $(FUZZTIME) $${t%:*}"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%:*}" >/dev/null || exit 1; \
 	done
 
@@ -66,6 +76,34 @@ fuzz:
 # the machine's RSA-2048 bound (docs/performance.md was made with it).
 bench:
 	sh bench/compare.sh
+
+# package builds the .deb and .rpm packages in dist/ with nfpm
+# (packaging/nfpm.yaml): the Linux binary for GOARCH, the man pages of
+# docs/man, and the bash, zsh and fish completions. The version is the last
+# tag's (0.0.0 before the first).
+# dist/ is also named in packaging/nfpm.yaml.
+DIST        := dist
+GOARCH      ?= $(shell $(GO) env GOARCH)
+PKG_VERSION ?= $(patsubst v%,%,$(shell git describe --tags --abbrev=0 2>/dev/null || echo 0.0.0))
+NFPM        := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+completions:
+	@echo "== [$(T)] completions: $(DIST)/guardctl, bash, zsh and fish completion scripts"
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/guardctl ./cmd/guardctl
+	sh packaging/completions.sh $(DIST)/completions
+
+package: completions
+	@echo "== [$(T)] package: .deb and .rpm with nfpm $(PKG_VERSION) (the first run downloads and builds nfpm)"
+	GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DIST)/
+	GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config packaging/nfpm.yaml --packager rpm --target $(DIST)/
+	cd $(DIST) && sha256sum *.deb *.rpm > checksums.txt && cat checksums.txt
+
+# pkgtest installs the .deb on this machine (as root; CI is root on Debian),
+# checks the binary, man pages and completions, and removes it again.
+pkgtest: package
+	@echo "== [$(T)] pkgtest: install the .deb, check man guardctl, completions, guardctl version; remove it"
+	sh packaging/test-deb.sh $(DIST)/guardctl_$(PKG_VERSION)_$(GOARCH).deb
+	@LC_ALL=C grep -a -q 'Apache-2.0' $(DIST)/guardctl-$(PKG_VERSION)-1.*.rpm || { echo "pkgtest: the .rpm's header does not name its license" >&2; exit 1; }
+	@echo "pkgtest: the .rpm's header names Apache-2.0"
 
 # docs regenerates the man pages (docs/man) and the Markdown command
 # reference (docs/reference) from the command tree; TestReferenceDocs, in
@@ -76,4 +114,6 @@ docs:
 print-targets:
 	@echo $(TARGETS)
 
-test: deps lint crossbuild fuzz unit
+# The unit tests come last, so that the output ends with go test's summary.
+test: deps lint crossbuild fuzz pkgtest unit
+	@echo "== [$(T)] make test: all passed"

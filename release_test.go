@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -61,6 +62,84 @@ func TestReleaseConfig(t *testing.T) {
 			if !slices.Contains(strings.Fields(string(out)), os+"/"+arch) {
 				t.Errorf("make crossbuild does not build %s/%s", os, arch)
 			}
+		}
+	}
+}
+
+// nfpmContent is one file of a package, as nfpm and goreleaser's nfpms name
+// it.
+type nfpmContent struct {
+	Src      string `yaml:"src"`
+	Dst      string `yaml:"dst"`
+	Packager string `yaml:"packager"`
+}
+
+// TestPackageConfig keeps .goreleaser.yaml's packages the ones 'make
+// package' builds from packaging/nfpm.yaml (and 'make test' installs): deb
+// and rpm, Apache-2.0, the same files in the same places, the binary, the
+// man pages and the completions among them.
+func TestPackageConfig(t *testing.T) {
+	read := func(path string, v any) {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(raw, v); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	var rel struct {
+		Nfpms []struct {
+			Formats  []string      `yaml:"formats"`
+			License  string        `yaml:"license"`
+			Bindir   string        `yaml:"bindir"`
+			Contents []nfpmContent `yaml:"contents"`
+		} `yaml:"nfpms"`
+	}
+	read(".goreleaser.yaml", &rel)
+	var pkg struct {
+		License  string        `yaml:"license"`
+		Contents []nfpmContent `yaml:"contents"`
+	}
+	read("packaging/nfpm.yaml", &pkg)
+	if len(rel.Nfpms) != 1 {
+		t.Fatalf(".goreleaser.yaml has %d nfpms entries", len(rel.Nfpms))
+	}
+	n := rel.Nfpms[0]
+	if !slices.Contains(n.Formats, "deb") || !slices.Contains(n.Formats, "rpm") {
+		t.Errorf("nfpms formats %v, want deb and rpm", n.Formats)
+	}
+	if n.License != "Apache-2.0" || pkg.License != "Apache-2.0" {
+		t.Errorf("licenses %q and %q, want Apache-2.0", n.License, pkg.License)
+	}
+	if _, err := os.Stat("LICENSE"); err != nil {
+		t.Error(err)
+	}
+	dsts := func(cs []nfpmContent) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Dst+" "+c.Packager)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := dsts(pkg.Contents)
+	got := dsts(append(n.Contents, nfpmContent{Dst: n.Bindir + "/guardctl"}))
+	if !slices.Equal(got, want) {
+		t.Errorf("the release packages install\n%v\nand make package\n%v", got, want)
+	}
+	for _, d := range []string{"/usr/bin/guardctl ", "/usr/share/man/man1/ ", "/usr/share/bash-completion/completions/guardctl ",
+		"/usr/share/zsh/vendor-completions/_guardctl ", "/usr/share/fish/vendor_completions.d/guardctl.fish "} {
+		if !slices.Contains(want, d) {
+			t.Errorf("the packages do not install %s", d)
+		}
+	}
+	for _, c := range pkg.Contents {
+		if strings.HasPrefix(c.Src, "dist/") {
+			continue // made by make completions
+		}
+		if m, _ := filepath.Glob(c.Src); len(m) == 0 {
+			t.Errorf("packaging/nfpm.yaml: %s matches no file", c.Src)
 		}
 	}
 }
