@@ -60,7 +60,6 @@ const (
 	exportPrivateKeys                             = 0x4 // EXPORT_PRIVATE_KEYS
 	ncryptMachineKeyFlag                          = 0x20
 	ncryptSilentFlag                              = 0x40
-	msKeyStorageProvider                          = "Microsoft Software Key Storage Provider"
 	errorFileNotFound               syscall.Errno = 2
 )
 
@@ -126,11 +125,14 @@ var errStoreMissing = errors.New("the store does not exist")
 
 func closeStore(h windows.Handle) { windows.CertCloseStore(h, 0) }
 
-// commit writes a change to store out now (CERT_STORE_CTRL_COMMIT, forced).
-// Windows' system stores write each change through at once and ignore
-// it; Wine's write only when the store's last reference goes, and Wine
-// 8.0 keeps a deleted certificate's context, and so the store, alive.
+// commit makes Wine write a change to store out now (CERT_STORE_CTRL_COMMIT,
+// forced). Windows' system stores write each change through at once; Wine's
+// write only when the store's last reference goes, and Wine 8.0 keeps a
+// deleted certificate's context, and so the store, alive.
 func commit(h windows.Handle, store string) error {
+	if !underWine() {
+		return nil
+	}
 	const certStoreCtrlCommit, certStoreCtrlCommitForceFlag = 3, 1
 	if r, _, e := procCertControlStore.Call(uintptr(h), certStoreCtrlCommitForceFlag, certStoreCtrlCommit, 0); r == 0 {
 		return fmt.Errorf("writing LocalMachine\\%s: %w", store, e)
@@ -246,6 +248,10 @@ func checkKey(ctx *windows.CertContext, ref keyRef) error {
 }
 
 func keyError(ref keyRef, err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) && (errno == windows.ERROR_ACCESS_DENIED || errno == syscall.Errno(windows.NTE_PERM)) {
+		return fmt.Errorf("the private key %s in %q does not open for this user: %w (machine keys need an elevated prompt: run as Administrator)", ref.container, ref.provider, err)
+	}
 	return fmt.Errorf("the private key %s in %q does not open: %w", ref.container, ref.provider, err)
 }
 
