@@ -77,15 +77,13 @@ func Open(spec string) (Store, error) {
 	return OpenDir(spec), nil
 }
 
-// DefaultSpec is the store used when none is given (DESIGN §2):
-// /var/lib/guardctl for root on Linux, %ProgramData%\guardctl on Windows,
-// the per-user data directory otherwise.
+// DefaultSpec is the store used when none is given (DESIGN §2): Hyper-V's
+// store on Windows, /var/lib/guardctl for root on Linux, the per-user data
+// directory otherwise.
 func DefaultSpec() string {
 	switch runtime.GOOS {
 	case "windows":
-		if pd := os.Getenv("ProgramData"); pd != "" {
-			return filepath.Join(pd, "guardctl")
-		}
+		return HyperVSpec
 	case "linux":
 		if os.Geteuid() == 0 {
 			return "/var/lib/guardctl"

@@ -38,6 +38,7 @@ type guardianView struct {
 	Status         string     `json:"status"` // ok, warning, expiring, expired, broken
 	Problem        string     `json:"problem,omitempty"`
 	Warning        string     `json:"warning,omitempty"`
+	KeyProblem     string     `json:"keyProblem,omitempty"` // the store holds private keys guardctl cannot read out
 	DaysLeft       *int       `json:"daysLeft,omitempty"`
 	Origin         string     `json:"origin,omitempty"`
 	AddedAt        *time.Time `json:"addedAt,omitempty"`
@@ -70,13 +71,19 @@ func newCertView(c *x509.Certificate, hasKey bool) *certView {
 
 func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
 	g := e.Guardian
+	// Keys the store holds but will not give out (a key Windows keeps
+	// non-exportable) are still this host's.
+	held := e.Meta.HasPrivateKeys && e.KeyErr != nil
 	v := guardianView{
 		Name:           e.Name,
 		HasPrivateKeys: e.Meta.HasPrivateKeys,
 		Origin:         string(e.Meta.Origin),
 		Warning:        e.Warning,
-		Signing:        newCertView(g.Signing, g.SigningKey != nil),
-		Encryption:     newCertView(g.Encryption, g.EncryptionKey != nil),
+		Signing:        newCertView(g.Signing, g.SigningKey != nil || held),
+		Encryption:     newCertView(g.Encryption, g.EncryptionKey != nil || held),
+	}
+	if e.KeyErr != nil {
+		v.KeyProblem = e.KeyErr.Error()
 	}
 	if !e.Meta.AddedAt.IsZero() {
 		t := e.Meta.AddedAt
@@ -210,6 +217,9 @@ func (a *app) showGuardian(e *certstore.Entry) error {
 		{"Name", v.Name},
 		{"Keys", v.keysText()},
 		{"Status", v.statusText()},
+	}
+	if v.KeyProblem != "" {
+		pairs = append(pairs, [2]string{"Key export", "impossible: " + v.KeyProblem})
 	}
 	if v.Origin != "" {
 		pairs = append(pairs, [2]string{"Origin", v.Origin})
