@@ -135,7 +135,10 @@ func TestHyperVExampleSyntax(t *testing.T) {
 			}
 		}
 	}
-	if used < 8 {
+	// guardctl does the guardian work itself; the example still uses
+	// Hyper-V's cmdlets for the VMs (Get-VM, Get-VMKeyProtector, Import-VM)
+	// and Get-ChildItem.
+	if used < 4 {
 		t.Errorf("only %d cmdlet invocations found", used)
 	}
 }
