@@ -2,9 +2,11 @@ package guardctl_test
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -140,6 +142,36 @@ func TestPackageConfig(t *testing.T) {
 		}
 		if m, _ := filepath.Glob(c.Src); len(m) == 0 {
 			t.Errorf("packaging/nfpm.yaml: %s matches no file", c.Src)
+		}
+	}
+}
+
+// TestNoTrackerReferences keeps the documentation readable by people who
+// never saw the project's issue tracker: no "issue 6" or "#12" in the
+// README, docs/ (the generated reference included) or examples/.
+func TestNoTrackerReferences(t *testing.T) {
+	ref := regexp.MustCompile(`(?i)\bissues?\s*#?\d+|(^|[\s(])#\d+\b`)
+	files := []string{"README.md"}
+	for _, dir := range []string{"docs", "examples"} {
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, path)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if m := ref.FindString(line); m != "" {
+				t.Errorf("%s:%d refers to the tracker (%q): say what it means instead", f, i+1, strings.TrimSpace(m))
+			}
 		}
 	}
 }
