@@ -688,11 +688,14 @@ func checkIterationCount(n int) error {
 }
 
 // The parameters guardctl writes. Modern: what Windows 10 1709 and later
-// and OpenSSL 3 write by default. Legacy: 3DES throughout, for Windows
-// Server 2016, with OpenSSL's iteration counts.
+// and OpenSSL 3 write by default. Legacy: 3DES and an HMAC-SHA1 MAC, for
+// Windows Server 2016, with the iteration counts Windows itself writes in
+// that format (2000 for the key, the certificates and the MAC): the
+// strongest legacy profile it is known to read.
 const (
-	pfxIterations = 2048
-	pfxSaltSize   = 16
+	pfxIterations    = 2048
+	legacyIterations = 2000
+	pfxSaltSize      = 16
 )
 
 // encodePKCS12 writes one key and its certificate, the key in a shrouded
@@ -701,13 +704,17 @@ const (
 // under a MAC.
 func encodePKCS12(key *rsa.PrivateKey, cert *x509.Certificate, password string, legacy bool, rnd io.Reader) ([]byte, error) {
 	pw := newPFXPassword(password)
+	iterations := pfxIterations
+	if legacy {
+		iterations = legacyIterations
+	}
 	id := sha1.Sum(cert.Raw)
 	attrs := []bagAttribute{{ID: oidLocalKeyID, Values: [][]byte{id[:]}}}
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, err
 	}
-	alg, ct, err := pbeEncrypt(pw, pkcs8, legacy, pfxIterations, rnd)
+	alg, ct, err := pbeEncrypt(pw, pkcs8, legacy, iterations, rnd)
 	if err != nil {
 		return nil, err
 	}
@@ -731,7 +738,7 @@ func encodePKCS12(key *rsa.PrivateKey, cert *x509.Certificate, password string, 
 	if err != nil {
 		return nil, err
 	}
-	alg, ct, err = pbeEncrypt(pw, certSafe, legacy, pfxIterations, rnd)
+	alg, ct, err = pbeEncrypt(pw, certSafe, legacy, iterations, rnd)
 	if err != nil {
 		return nil, err
 	}
@@ -754,7 +761,7 @@ func encodePKCS12(key *rsa.PrivateKey, cert *x509.Certificate, password string, 
 	if err != nil {
 		return nil, err
 	}
-	md := macData{Iterations: pfxIterations, MacSalt: make([]byte, pfxSaltSize)}
+	md := macData{Iterations: iterations, MacSalt: make([]byte, pfxSaltSize)}
 	if _, err := io.ReadFull(rnd, md.MacSalt); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"unicode/utf8"
 
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/guardctl/guardctl/guardian"
@@ -114,6 +115,10 @@ func pfxNames(dir, name string) (signing, encryption string) {
 	return filepath.Join(dir, name+"-signing.pfx"), filepath.Join(dir, name+"-encryption.pfx")
 }
 
+// minExportPassword is the export password length below which guardctl
+// warns: a PFX's password is all that protects the private keys in it.
+const minExportPassword = 12
+
 func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *passwordSource) error {
 	g := e.Guardian
 	sigPath, encPath := pfxNames(dir, g.Name)
@@ -133,6 +138,11 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	}
 	if password == "" {
 		return usageError("the PFX password is empty; private keys are never exported without one")
+	}
+	if n := utf8.RuneCountInString(password); n < minExportPassword {
+		// On standard error in every output mode: the files are written,
+		// but whoever gets them can guess the password offline.
+		fmt.Fprintf(a.stderr, "guardctl: warning: the export password is %d characters long; anyone who gets the files can guess a short password offline: use %d or more\n", n, minExportPassword)
 	}
 	sigPFX, err := guardian.EncodePFX(g.SigningKey, g.Signing, password, legacy)
 	if err != nil {
