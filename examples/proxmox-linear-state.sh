@@ -6,12 +6,15 @@
 #   destination node:  proxmox-linear-state.sh destination BUNDLE VMID
 #
 # The volume is found as Proxmox keeps it: the tpmstate0 line of 'qm config
-# VMID', and 'pvesm path' for its file. The VM must be stopped on the source
+# VMID', and 'pvesm path' for it. The VM must be stopped on the source
 # (qm shutdown VMID). On the destination, the VM must exist with a tpmstate0
 # volume of its own (for example 'qm set VMID --tpmstate0 STORAGE:1,version=v2.0'),
-# which the state replaces (the old volume's contents are kept as a .bak).
-# This works for volumes that are files (directory, NFS or CIFS storage);
-# guardctl refuses to write to the block devices of LVM or ZFS storage.
+# fresh (all zeros), which the state is written onto. A volume that already
+# holds something is replaced only with FORCE=1, and what it held is kept in
+# BACKUP_DIR (default: the current directory), 0600.
+# Files (directory, NFS or CIFS storage) and block devices (local-lvm, ZFS,
+# Ceph: 'pvesm path' names a symbolic link to the device,
+# /dev/pve/vm-100-disk-1 -> ../dm-3) both work.
 #
 # Before, once: each node imports the other's public guardian ('guardctl
 # guardian export NAME --public' on one, 'guardctl guardian import NAME
@@ -46,8 +49,9 @@ destination)
 	[ $# -eq 3 ] || usage
 	bundle=$2 vmid=$3
 	volume=$(tpmstate_path "$vmid")
-	# --force: the VM's new, empty volume is replaced, and kept as a .bak
-	$GUARDCTL vtpm unwrap "$bundle" --to "$volume" --force
+	force=""
+	[ "${FORCE:-0}" = 1 ] && force=--force
+	$GUARDCTL vtpm unwrap "$bundle" --to "$volume" --backup-dir "${BACKUP_DIR:-.}" $force
 	;;
 *)
 	usage

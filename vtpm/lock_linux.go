@@ -38,7 +38,7 @@ func openBy(path string) (int, string, error) {
 		}
 		for _, fd := range fds {
 			fi, err := os.Stat(filepath.Join(fdDir, fd.Name()))
-			if err == nil && os.SameFile(fi, want) {
+			if err == nil && (os.SameFile(fi, want) || sameBlockDevice(fi, want)) {
 				comm, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
 				return pid, strings.TrimSpace(string(comm)), nil
 			}

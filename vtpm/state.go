@@ -33,6 +33,9 @@ type State struct {
 	Blobs map[string][]byte
 	// Size is the linear file's size, kept when it is written again.
 	Size int
+	// Device is the block device a linear state is on (Path, or the
+	// device Path links to), written in place with WriteDevice.
+	Device string
 }
 
 // dirFile is the file the directory backend keeps a TPM 2.0 blob in.
@@ -51,6 +54,9 @@ func ReadState(path string) (*State, error) {
 	}
 	if fi.IsDir() {
 		return readDir(path)
+	}
+	if isBlockDevice(fi) {
+		return readDeviceState(path)
 	}
 	if fi.Size() > MaxBlobSize {
 		return nil, errorf(KindInvalid, "%s is %d bytes, more than a vTPM state may be (%d)", path, fi.Size(), MaxBlobSize)
@@ -73,6 +79,41 @@ func ReadState(path string) (*State, error) {
 		return nil, errorf(KindNoState, "%s is empty: there is no TPM state to carry", path)
 	}
 	return &State{Path: path, Layout: LayoutBlob, Blobs: map[string][]byte{"permall": data}}, nil
+}
+
+// readDeviceState reads a linear state from a block device, or from the
+// one path links to.
+func readDeviceState(path string) (*State, error) {
+	dev, ok, err := ResolveDevice(path)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%s reaches a block device through more than one symbolic link; name the device or its one link", path)
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := readDevice(f, path)
+	if err != nil {
+		return nil, err
+	}
+	if IsZero(data) {
+		return nil, errorf(KindNoState, "the block device %s holds only zeros: the TPM was never set up (swtpm_setup), or the state is elsewhere", path)
+	}
+	if !isLinear(data) {
+		return nil, errorf(KindInvalid, "the block device %s does not hold a swtpm linear state", path)
+	}
+	blobs, err := parseLinear(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(blobs["permall"]) == 0 {
+		return nil, errorf(KindNoState, "the linear state on %s holds no TPM state yet: the TPM was never set up (swtpm_setup), or the state was lost", path)
+	}
+	return &State{Path: path, Layout: LayoutLinear, Blobs: blobs, Size: len(data), Device: dev}, nil
 }
 
 func readDir(dir string) (*State, error) {

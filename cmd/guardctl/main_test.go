@@ -80,6 +80,12 @@ func TestScripts(t *testing.T) {
 			env.Setenv(fakeWindowsEnv, filepath.Join(env.WorkDir, "windows.json"))
 			return nil
 		},
+		Condition: func(cond string) (bool, error) {
+			if cond == "loop" {
+				return loopCondition()
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"capture":  cmdCapture,
 			"berify":   cmdBerify,
@@ -90,6 +96,8 @@ func TestScripts(t *testing.T) {
 			"exits":    cmdExits,
 			"fakewin":  cmdFakewin,
 			"predict":  cmdPredict,
+			"loopdev":  cmdLoopdev,
+			"holdexcl": cmdHoldExcl,
 		},
 	})
 }
@@ -358,4 +366,46 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	if got != want {
 		ts.Fatalf("%s exited %d; want %d", args[1], got, want)
 	}
+}
+
+// loopCondition is the [loop] condition: root and losetup are here. Under
+// CI (CI=true), which has both, their absence is an error, not a skip.
+func loopCondition() (bool, error) {
+	_, err := exec.LookPath("losetup")
+	if err == nil && os.Geteuid() != 0 {
+		err = fmt.Errorf("running as uid %d, not root", os.Geteuid())
+	}
+	if err != nil && os.Getenv("CI") == "true" {
+		return false, fmt.Errorf("loop devices need root and losetup, which CI has: %v", err)
+	}
+	return err == nil, nil
+}
+
+// loopdev VAR FILE attaches FILE to a free loop device (losetup -f --show),
+// sets VAR to the device and detaches it when the script ends.
+func cmdLoopdev(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: loopdev VAR FILE")
+	}
+	if ok, err := loopCondition(); !ok {
+		ts.Fatalf("loop devices need root and losetup (%v); scripts check [loop] first", err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", ts.MkAbs(args[1])).CombinedOutput()
+	if err != nil {
+		ts.Fatalf("losetup: %v\n%s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	ts.Defer(func() { exec.Command("losetup", "-d", dev).Run() })
+	ts.Setenv(args[0], dev)
+}
+
+// holdexcl DEV opens the block device DEV with O_EXCL, as a mount or
+// device-mapper holds a device, until the script ends.
+func cmdHoldExcl(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: holdexcl DEV")
+	}
+	f, err := os.OpenFile(args[0], os.O_RDONLY|os.O_EXCL, 0)
+	ts.Check(err)
+	ts.Defer(func() { f.Close() })
 }

@@ -25,7 +25,8 @@ into a bundle only the named guardians open, 'unwrap' puts it in place on a host
 holding one of them. 'check' and 'rekey' work on a state where it is.
 
 A state is a directory (as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2) or a
-linear state file (as Proxmox keeps a tpmstate volume), plain or encrypted with a
+linear state file or block device (as Proxmox keeps a tpmstate volume; a symbolic
+link to a block device, as 'pvesm path' gives, is followed), plain or encrypted with a
 key (swtpm --key file=…) or a passphrase (--key pwdfile=…, libvirt's vTPM
 secret). docs/vtpm.md describes the bundle and what is refused.`,
 	}
@@ -261,7 +262,7 @@ type rekeyResult struct {
 func newVTPMRekeyCmd(a *app) *cobra.Command {
 	var old, next stateKeyFlags
 	var toPlain, keepBackup bool
-	var cipherName string
+	var cipherName, backupDir string
 	cmd := &cobra.Command{
 		Use:   "rekey STATE [--key-file F | --passphrase-file F] (--new-key-file F | --new-passphrase-file F | --to-plain)",
 		Short: "Re-encrypt swtpm state under a new key or passphrase, or to or from plaintext",
@@ -344,7 +345,7 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			a.setChanged(true)
 			backup := []string{}
 			if !a.dryRun {
-				if backup, err = writeStateFiles(st, blobs, keep); err != nil {
+				if backup, err = writeStateFiles(st, blobs, keep, backupDir); err != nil {
 					return err
 				}
 				if !keep {
@@ -383,6 +384,7 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 	next.register(cmd, "new-", "the new")
 	cmd.Flags().BoolVar(&toPlain, "to-plain", false, "write the state unencrypted")
 	cmd.Flags().BoolVar(&keepBackup, "keep-backup", false, "keep the previous files as .bak (0600), which still open with the old key (or are plaintext)")
+	cmd.Flags().StringVar(&backupDir, "backup-dir", ".", "for a state on a block device: where its old contents are kept (0600) while it is rewritten in place")
 	a.addDryRun(cmd)
 	cmd.Flags().StringVar(&cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)")
 	return cmd
@@ -390,8 +392,17 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 
 // writeStateFiles writes blobs in the state's layout, each file atomically
 // with the old file's mode and owner, and with keep a backup (0600) of it.
-func writeStateFiles(st *vtpm.State, blobs map[string][]byte, keep bool) ([]string, error) {
+func writeStateFiles(st *vtpm.State, blobs map[string][]byte, keep bool, backupDir string) ([]string, error) {
 	files := st.Files(blobs)
+	if st.Device != "" {
+		// In place; the old contents are kept until the new ones read
+		// back, and after that only when asked.
+		backup, err := vtpm.WriteDevice(st.Device, files[""], vtpm.DeviceOptions{Force: true, BackupDir: backupDir, BackupName: filepath.Base(st.Path), KeepBackup: keep})
+		if backup == "" {
+			return nil, err
+		}
+		return []string{backup}, err
+	}
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)

@@ -23,6 +23,7 @@ import (
 type unwrapBundleResult struct {
 	File       string   `json:"file"`
 	To         string   `json:"to"`
+	Device     string   `json:"device,omitempty"` // the block device written in place, when --to is one or links to one
 	Layout     string   `json:"layout"`
 	Files      []string `json:"files"`
 	SecretOut  string   `json:"secretOut,omitempty"`
@@ -89,7 +90,7 @@ func versionLess(a, b string) bool {
 }
 
 func newVTPMUnwrapCmd(a *app) *cobra.Command {
-	var to, keyOut, passOut, chown string
+	var to, keyOut, passOut, chown, backupDir string
 	var force, allowDowngrade bool
 	var trust trustFlags
 	cmd := &cobra.Command{
@@ -109,9 +110,19 @@ PATH.TIME-XXXXXX.bak.
 State that swtpm encrypts comes out as it went in, and its key (--key-out) or
 passphrase (--passphrase-out) is written 0600 for swtpm --key or virsh
 secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
-(libvirt's tss).`,
-		Example: `  guardctl vtpm unwrap vm1.vtpm --to /var/lib/libvirt/swtpm/$UUID/tpm2 --passphrase-out secret.bin --chown tss:tss`,
-		Args:    exactArgs("FILE"),
+(libvirt's tss).
+
+A linear state may go onto a block device, as Proxmox keeps a tpmstate volume
+on LVM, ZFS or Ceph storage: --to names the device, or the symbolic link 'pvesm
+path' gives (only that one link is followed, and only to a block device). The
+device is written in place: refused while it is in use or when it is smaller
+than the state; a fresh volume (all zeros) is written without --force, and
+anything else only with --force, after its contents are kept in --backup-dir
+(0600). The device is synced, read back and compared. Everything on it outside
+swtpm's sections becomes zeros.`,
+		Example: `  guardctl vtpm unwrap vm1.vtpm --to /var/lib/libvirt/swtpm/$UUID/tpm2 --passphrase-out secret.bin --chown tss:tss
+  guardctl vtpm unwrap vm100.vtpm --to "$(pvesm path local-lvm:vm-100-disk-1)"`,
+		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
 				return usageError("--to PATH is required")
@@ -142,6 +153,17 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 					"upgrade swtpm and libtpms here, or pass --allow-downgrade if the source used a profile this libtpms supports")
 			}
 			dirLayout := m.Layout == vtpm.LayoutDir
+			dev, isDev, err := vtpm.ResolveDevice(to)
+			switch {
+			case !dirLayout && err != nil:
+				return err // a link, but not to a block device
+			case dirLayout || !isDev:
+				// A symbolic link to a directory is refused below.
+			case m.Layout != vtpm.LayoutLinear:
+				return usageError("%s is a block device, and the state in %s is a single blob file; swtpm reads a linear state from a block device", to, args[0])
+			case own != nil:
+				return usageError("%s is a block device: it keeps its owner, --chown does not apply", to)
+			}
 			if secretOut == "-" {
 				if err := a.stdoutFor(map[bool]string{true: "--key-out", false: "--passphrase-out"}[keyOut != ""]); err != nil {
 					return err
@@ -173,8 +195,19 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 				a.note("guardctl: %s already holds the state of %s; unchanged", to, args[0])
 				return nil
 			}
-			if err := checkTarget(to, dirLayout, force); err != nil {
-				return err
+			fresh := false
+			if !isDev {
+				if fresh, err = checkTarget(to, dirLayout, force); err != nil {
+					return err
+				}
+			} else if !force {
+				// WriteDevice checks again as it writes; this refuses
+				// before anything else is done (and for --dry-run).
+				if fresh, err = vtpm.DeviceFresh(dev); err != nil {
+					return err
+				} else if !fresh {
+					return fmt.Errorf("%s: %w", to, errors.Join(vtpm.ErrDeviceHoldsData, atomicfile.ErrExists))
+				}
 			}
 			if secretOut != "" && secretOut != "-" {
 				if err := refuseExisting(secretOut, force); err != nil {
@@ -193,9 +226,15 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 			}
 			if dirLayout {
 				res.Backup, err = writeStateDir(to, files, modes, own, force)
+			} else if isDev {
+				// Written in place, its old contents kept first.
+				res.Device = dev
+				res.Backup, err = vtpm.WriteDevice(dev, files[res.Files[0]], vtpm.DeviceOptions{Force: force, BackupDir: backupDir, BackupName: filepath.Base(to), KeepBackup: true})
 			} else {
+				// A fresh, all-zero volume holds no state: replaced
+				// without --force, and with no backup.
 				name := res.Files[0]
-				res.Backup, err = atomicfile.WriteFile(to, files[name], fileMode(modes[name]), atomicfile.Options{Overwrite: force, Backup: true})
+				res.Backup, err = atomicfile.WriteFile(to, files[name], fileMode(modes[name]), atomicfile.Options{Overwrite: force || fresh, Backup: !fresh})
 				if err == nil {
 					err = own.apply(to)
 				}
@@ -228,6 +267,9 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 				return writeJSON(a.stdout, res)
 			}
 			a.note("guardctl: unwrapped %s with guardian %q into %s", args[0], by.Name, to)
+			if res.Device != "" {
+				a.note("guardctl: wrote %s in place, synced, and read it back", res.Device)
+			}
 			if res.Backup != "" {
 				a.note("guardctl: the state that was there is kept as %s", res.Backup)
 			}
@@ -250,36 +292,42 @@ secret-set-value. --chown USER[:GROUP] gives the state to the user swtpm runs as
 	f.StringVar(&passOut, "passphrase-out", "", "where to write the state's passphrase (0600; - for standard output when it is not a terminal)")
 	f.StringVar(&chown, "chown", "", "give the state to USER[:GROUP] (libvirt runs swtpm as tss)")
 	f.BoolVar(&force, "force", false, "replace an existing state, keeping it as a .bak")
+	f.StringVar(&backupDir, "backup-dir", ".", "where the old contents of a block device --to are kept (0600) before it is written")
 	trust.register(cmd)
 	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "unwrap state from a newer swtpm than this host's")
 	a.addDryRun(cmd)
 	return cmd
 }
 
-// checkTarget refuses an existing state without force.
-func checkTarget(to string, dir, force bool) error {
+// checkTarget refuses an existing state without force. fresh reports a
+// file of zeros only (a freshly allocated volume), which holds no state.
+func checkTarget(to string, dir, force bool) (fresh bool, err error) {
 	fi, err := os.Lstat(to)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("%s is a symbolic link; refusing to write through it", to)
+		return false, fmt.Errorf("%s is a symbolic link; refusing to write through it (only a link to a block device is followed, for a linear state)", to)
 	}
-	if dir != fi.IsDir() {
-		return usageError("%s exists and is not a %s", to, map[bool]string{true: "directory", false: "file"}[dir])
+	if dir != fi.IsDir() || (!dir && !fi.Mode().IsRegular()) {
+		return false, usageError("%s exists and is not a %s", to, map[bool]string{true: "directory", false: "regular file or block device"}[dir])
 	}
 	if dir {
 		if des, _ := os.ReadDir(to); len(des) == 0 {
-			return nil
+			return false, nil
+		}
+	} else if fi.Size() <= vtpm.MaxDeviceSize {
+		if data, err := os.ReadFile(to); err == nil && vtpm.IsZero(data) {
+			return true, nil
 		}
 	}
 	if !force {
-		return fmt.Errorf("%s already holds a state: %w", to, atomicfile.ErrExists)
+		return false, fmt.Errorf("%s already holds a state: %w", to, atomicfile.ErrExists)
 	}
-	return nil
+	return false, nil
 }
 
 // writeStateDir writes files into a new directory beside dir and renames it

@@ -1,6 +1,6 @@
 # tpm.sh write|read STATE KEYSPEC
 #
-# Starts swtpm on STATE (a directory, or a linear state file)
+# Starts swtpm on STATE (a directory, or a linear state file or block device)
 # on loopback ports, with --key KEYSPEC (none: plain state), then either
 # writes a random NV canary, a persistent key at 0x81000001, and records the
 # EK name (write), or checks all three are the same (read). swtpm is shut
@@ -11,7 +11,7 @@ op=$1 state=$2 keyspec=$3
 rec=${TPMREC:-$state}
 keyarg=""
 [ "$keyspec" = none ] || keyarg="--key $keyspec"
-if [ -f "$state" ]; then tpmstate="backend-uri=file://$state"; else tpmstate="dir=$state"; fi
+if [ -f "$state" ] || [ -b "$state" ]; then tpmstate="backend-uri=file://$state"; else tpmstate="dir=$state"; fi
 log=$(mktemp)
 pid=0 port=0
 trap 'if [ $pid != 0 ]; then swtpm_ioctl --tcp 127.0.0.1:$((port+1)) -s >/dev/null 2>&1; for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; kill $pid 2>/dev/null; wait $pid 2>/dev/null; fi; rm -f $log' EXIT

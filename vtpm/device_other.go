@@ -1,0 +1,18 @@
+//go:build !linux
+
+package vtpm
+
+import (
+	"errors"
+	"os"
+)
+
+// WriteDevice is supported on Linux only, where Proxmox keeps its volumes
+// and where O_EXCL tells whether a block device is in use.
+func WriteDevice(dev string, image []byte, opt DeviceOptions) (string, error) {
+	return "", errors.New(dev + ": writing a state to a block device is supported on Linux only")
+}
+
+func dropCache(*os.File) {}
+
+var _ = writeDevice
