@@ -328,7 +328,9 @@ func SyncDir(dir string) error {
 }
 
 // MkdirAll creates dir and its missing parents with mode 0700 whatever the
-// umask, and makes an existing dir 0700 only if create made it.
+// umask (on Windows, a DACL for the owner, Administrators and SYSTEM that
+// what is created in them inherits), and makes an existing dir 0700 only if
+// create made it.
 func MkdirAll(dir string) error {
 	if fi, err := os.Stat(dir); err == nil {
 		if !fi.IsDir() {
@@ -342,7 +344,7 @@ func MkdirAll(dir string) error {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := mkdirPrivate(dir); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return os.Chmod(dir, 0o700)

@@ -13,3 +13,7 @@ import (
 func CreateExcl(path string, _ fs.FileMode) (*os.File, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 }
+
+// mkdirPrivate creates dir with mode 0700 (before the umask, which
+// MkdirAll's chmod then overrides).
+func mkdirPrivate(dir string) error { return os.Mkdir(dir, 0o700) }

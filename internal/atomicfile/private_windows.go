@@ -23,16 +23,10 @@ func CreateExcl(path string, perm fs.FileMode) (*os.File, error) {
 	fail := func(err error) (*os.File, error) { return nil, &fs.PathError{Op: "create", Path: path, Err: err} }
 	var sa *windows.SecurityAttributes
 	if perm&0o077 == 0 {
-		user, err := windows.GetCurrentProcessToken().GetTokenUser()
-		if err != nil {
+		var err error
+		if sa, err = privateAttributes(""); err != nil {
 			return fail(err)
 		}
-		sd, err := windows.SecurityDescriptorFromString(privateSDDL(user.User.Sid.String()))
-		if err != nil {
-			return fail(err)
-		}
-		sa = &windows.SecurityAttributes{SecurityDescriptor: sd}
-		sa.Length = uint32(unsafe.Sizeof(*sa))
 	}
 	name, err := windows.UTF16PtrFromString(path)
 	if err != nil {
@@ -50,8 +44,45 @@ func CreateExcl(path string, perm fs.FileMode) (*os.File, error) {
 	return os.NewFile(uintptr(h), path), nil
 }
 
-// privateSDDL is a protected DACL (no inherited entries) with full control
-// for the user sid, Administrators (BA) and SYSTEM (SY) only.
-func privateSDDL(sid string) string {
-	return "D:P(A;;FA;;;" + sid + ")(A;;FA;;;BA)(A;;FA;;;SY)"
+// mkdirPrivate creates the directory dir, as 0700 does elsewhere: with a
+// protected DACL for the user guardctl runs as, Administrators and SYSTEM,
+// inherited by everything created in it.
+func mkdirPrivate(dir string) error {
+	sa, err := privateAttributes("OICI")
+	if err != nil {
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
+	name, err := windows.UTF16PtrFromString(dir)
+	if err != nil {
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
+	if err := windows.CreateDirectory(name, sa); err != nil {
+		if errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+			err = fs.ErrExist
+		}
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
+	return nil
+}
+
+// privateAttributes are security attributes with a protected DACL (no
+// inherited entries) giving full control to the user guardctl runs as,
+// Administrators (BA) and SYSTEM (SY) only; inherit is "" for a file,
+// "OICI" for a directory whose contents inherit it.
+func privateAttributes(inherit string) (*windows.SecurityAttributes, error) {
+	user, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return nil, err
+	}
+	sd, err := windows.SecurityDescriptorFromString(privateSDDL(user.User.Sid.String(), inherit))
+	if err != nil {
+		return nil, err
+	}
+	sa := &windows.SecurityAttributes{SecurityDescriptor: sd}
+	sa.Length = uint32(unsafe.Sizeof(*sa))
+	return sa, nil
+}
+
+func privateSDDL(sid, inherit string) string {
+	return "D:P(A;" + inherit + ";FA;;;" + sid + ")(A;" + inherit + ";FA;;;BA)(A;" + inherit + ";FA;;;SY)"
 }

@@ -45,6 +45,23 @@ func TestRestrict(t *testing.T) {
 	if !protected || !slices.Equal(sids, want) {
 		t.Errorf("private file: protected %v, allowed %v; want protected, %v", protected, sids, want)
 	}
+	// A directory MkdirAll makes is private, and what is made in it
+	// inherits that.
+	store := filepath.Join(dir, "sub", "store")
+	if err := MkdirAll(store); err != nil {
+		t.Fatal(err)
+	}
+	if protected, sids := daclOf(t, store); !protected || !slices.Equal(sorted(sids), want) {
+		t.Errorf("directory: protected %v, allowed %v; want protected, %v", protected, sids, want)
+	}
+	f, err := os.Create(filepath.Join(store, "signing.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, sids := daclOf(t, f.Name()); !slices.Equal(sorted(sids), want) {
+		t.Errorf("a file in it allows %v; want %v", sids, want)
+	}
 	public := filepath.Join(dir, "host.guardian.xml")
 	if _, err := WriteFile(public, []byte("<Guardian/>"), 0o644, Options{}); err != nil {
 		t.Fatal(err)
@@ -88,4 +105,10 @@ func daclOf(t *testing.T, path string) (protected bool, sids []string) {
 // wine_get_version).
 func underWine() bool {
 	return windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }
