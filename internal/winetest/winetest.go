@@ -11,7 +11,7 @@
 // it is made once per machine, keyed by the Wine version and the stub's
 // source, in the user cache directory, and never run in. Each New gives a
 // test its own prefix cloned from it (the DLLs hard-linked, everything else
-// copied: well under a second) with a persistent wineserver, removed when
+// copied: well under a second) with a wineserver of its own, removed when
 // the test ends.
 package winetest
 
@@ -220,8 +220,8 @@ type Prefix struct {
 	env []string
 }
 
-// New returns a fresh Wine prefix for this test, with a wineserver that
-// lives until the test ends.
+// New returns a fresh Wine prefix for this test, with a wineserver of its
+// own; both are removed when the test ends.
 func New(t testing.TB) *Prefix {
 	t.Helper()
 	Require(t)
@@ -248,12 +248,14 @@ func New(t testing.TB) *Prefix {
 	if err := clone(tmpl, dir); err != nil {
 		t.Fatalf("cloning the Wine prefix: %v", err)
 	}
-	// wineserver -p puts itself in the background, keeping the output it
-	// was given: so no pipes here, or Run would wait for it to end.
-	server := exec.Command("wineserver", "-p")
+	// A wineserver that outlives each program by 30 s, so that a test's
+	// runs share it, and that still ends if the test dies before its
+	// cleanup. It puts itself in the background, keeping the output it was
+	// given: so no pipes here, or Run would wait for it to end.
+	server := exec.Command("wineserver", "-p30")
 	server.Env = p.env
 	if err := server.Run(); err != nil {
-		t.Fatalf("wineserver -p: %v", err)
+		t.Fatalf("wineserver -p30: %v", err)
 	}
 	// The first program Wine runs in a prefix starts its services, which
 	// stay; start them now, with /dev/null for their output (a pipe would
