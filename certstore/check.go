@@ -65,6 +65,11 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	if _, err := os.Stat(s.dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	// A store that is not safe to use is reported, not repaired: what
+	// someone else could change cannot be trusted to be put right here.
+	if ps := s.trustProblems(); len(ps) > 0 {
+		return ps, nil
+	}
 	unlock, err := s.lock(true)
 	if err != nil {
 		return nil, err

@@ -63,6 +63,9 @@ func (s *Dir) path(elem ...string) string {
 // lock takes the store lock, exclusive for changes and shared for reads. A
 // read of a store that does not exist yet needs no lock.
 func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
+	if err := s.checkTrust(); err != nil {
+		return nil, err
+	}
 	if exclusive {
 		for _, d := range []string{s.dir, s.path(guardiansDir), s.path(trashDir), s.path(tmpDir)} {
 			if err := atomicfile.MkdirAll(d); err != nil {
@@ -71,6 +74,12 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		}
 	} else if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return func() {}, nil
+	}
+	if exclusive {
+		// What MkdirAll just made, or found, must be as safe.
+		if err := s.checkTrust(); err != nil {
+			return nil, err
+		}
 	}
 	return takeLock(s.path(lockName), exclusive, s.LockTimeout)
 }

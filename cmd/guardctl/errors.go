@@ -115,6 +115,8 @@ func classify(err error) (int, string) {
 		return exitExists, "pass --force to replace it; the guardian it replaces goes to the trash"
 	case errors.Is(err, atomicfile.ErrExists):
 		return exitExists, "pass --force to overwrite it; the old file is kept as a .bak backup"
+	case errors.Is(err, certstore.ErrUntrusted):
+		return exitFailure, "chmod 0700 the store and its directories, make them owned by the user running guardctl, and replace a symbolic link with a directory; 'guardctl store check' lists what is wrong"
 	case errors.Is(err, certstore.ErrLocked):
 		return exitFailure, "wait for the other guardctl to finish, then try again"
 	}

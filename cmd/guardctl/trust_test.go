@@ -103,3 +103,30 @@ func TestConcurrentGrants(t *testing.T) {
 		t.Errorf("files left beside the key protector: %v", left)
 	}
 }
+
+// TestStoreOwner (issue 11, item 9): a store owned by another user is
+// refused, and store check reports it. Giving a directory away needs root,
+// which CI runs as.
+func TestStoreOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the store owner test chowns a store and needs root, which CI runs as")
+		}
+		t.Skip("giving a store to another user needs root")
+	}
+	store := filepath.Join(t.TempDir(), "store")
+	mustGuardctl(t, store, "guardian", "create", "g", "--host", "h")
+	if err := os.Chown(store, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runGuardctl(t, store, "guardian", "list")
+	if code != exitFailure || !strings.Contains(errOut, "is owned by user 65534, not by the user running guardctl (0); refusing to use it") {
+		t.Errorf("guardian list on another user's store: exit %d: %s", code, errOut)
+	}
+	out, _, code := runGuardctl(t, store, "store", "check")
+	if code != exitStoreProblem || !strings.Contains(out, "owned by user 65534") {
+		t.Errorf("store check on another user's store: exit %d: %s", code, out)
+	}
+	os.Chown(store, 0, 0)
+	mustGuardctl(t, store, "guardian", "show", "g")
+}
