@@ -59,3 +59,11 @@ func KeyOpens(store, tp string) (func() bool, error) {
 		return true
 	}, nil
 }
+
+// UsePowerShell makes the HgsClient registry run exe instead of Windows
+// PowerShell until the test ends.
+func UsePowerShell(t interface{ Cleanup(func()) }, exe string) {
+	old := powershellPath
+	powershellPath = func() string { return exe }
+	t.Cleanup(func() { powershellPath = old })
+}

@@ -70,6 +70,10 @@ type hgsRegistry struct{}
 
 func newHgsRegistry() GuardianRegistry { return hgsRegistry{} }
 
+// powershellPath is where runHgs finds PowerShell (tests point it at a
+// fake).
+var powershellPath = powershell
+
 // powershell is Windows PowerShell's full path, so that nothing on PATH
 // stands in for it.
 func powershell() string {
@@ -82,7 +86,7 @@ func powershell() string {
 
 // runHgs runs script with env added and returns its answer.
 func runHgs(script string, env ...string) ([]byte, error) {
-	exe := powershell()
+	exe := powershellPath()
 	if _, err := os.Stat(exe); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w (there is no Windows PowerShell at %s)", ErrNoHgsClient, exe)
 	}

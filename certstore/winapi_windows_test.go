@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +135,74 @@ func TestHgsRegistry(t *testing.T) {
 	}
 	if n != 2 {
 		t.Fatalf("after Unregister %d of the two certificates are in the store", n)
+	}
+}
+
+// TestHgsRegistryProtocol checks the Go side of the HgsClient registry
+// (how PowerShell is called, the marked answers, thumbprints, errors)
+// against a fake powershell.exe that answers as the scripts do; run by
+// TestWindowsSystemStoresUnderWine, which builds the fake. Real PowerShell
+// and HgsClient are TestHgsRegistry's, on the Windows runner.
+func TestHgsRegistryProtocol(t *testing.T) {
+	fake := os.Getenv("GUARDCTL_FAKE_POWERSHELL")
+	if fake == "" {
+		t.Skip("GUARDCTL_FAKE_POWERSHELL is not set: TestWindowsSystemStoresUnderWine runs this with its fake PowerShell")
+	}
+	certstore.UsePowerShell(t, fake)
+	// Not t.TempDir: Wine 8.0 lacks what os.RemoveAll uses on Windows.
+	dir, err := os.MkdirTemp("", "hgs-")
+	must(t, err)
+	statePath := filepath.Join(dir, "hgs.json")
+	t.Cleanup(func() { os.Remove(statePath); os.Remove(dir) })
+	t.Setenv("FAKE_HGS_STATE", statePath)
+	g := makeGuardian(t, "G", "host", time.Time{})
+	sig, enc := guardian.Thumbprint(g.Signing), guardian.Thumbprint(g.Encryption)
+	setState := func(absent bool) {
+		t.Helper()
+		st := map[string]any{"Absent": absent, "Certs": map[string]string{
+			sig: base64.StdEncoding.EncodeToString(g.Signing.Raw),
+			enc: base64.StdEncoding.EncodeToString(g.Encryption.Raw),
+		}}
+		raw, err := json.Marshal(st)
+		must(t, err)
+		must(t, os.WriteFile(statePath, raw, 0o600))
+	}
+	r := certstore.NewHgsRegistry()
+
+	setState(true)
+	if _, err := r.List(); !errors.Is(err, certstore.ErrNoHgsClient) {
+		t.Fatalf("List without HgsClient: %v", err)
+	}
+	if err := r.Register("G", sig, enc); !errors.Is(err, certstore.ErrNoHgsClient) {
+		t.Fatalf("Register without HgsClient: %v", err)
+	}
+
+	setState(false)
+	regs, err := r.List()
+	if err != nil || len(regs) != 0 {
+		t.Fatalf("List of none: %v, %v", regs, err)
+	}
+	// Any name HgsClient takes, spaces and non-ASCII included, goes through
+	// the environment and comes back through base64 JSON.
+	name := "Guardian (Müller) 1"
+	must(t, r.Register(name, sig, enc))
+	regs, err = r.List()
+	must(t, err)
+	if len(regs) != 1 || regs[0] != (certstore.Registration{Name: name, SigningThumbprint: sig, EncryptionThumbprint: enc, HasPrivateSigningKey: true}) {
+		t.Fatalf("List after Register: %+v", regs)
+	}
+	err = r.Register(name, sig, enc)
+	if err == nil || errors.Is(err, certstore.ErrNoHgsClient) || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("Register of a taken name: %v; want HgsClient's error", err)
+	}
+	if err := r.Register("other", strings.Repeat("0", 40), enc); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("Register of a certificate not in the store: %v", err)
+	}
+	must(t, r.Unregister(name))
+	if regs, err := r.List(); err != nil || len(regs) != 0 {
+		t.Fatalf("List after Unregister: %v, %v", regs, err)
+	}
+	if err := r.Unregister(name); err == nil || errors.Is(err, certstore.ErrNoHgsClient) {
+		t.Fatalf("Unregister of an unknown name: %v", err)
 	}
 }
