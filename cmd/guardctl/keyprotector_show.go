@@ -195,6 +195,12 @@ func newKPShowCmd(a *app) *cobra.Command {
 local guardian that matches each, whether this host can unwrap it and whether it
 is the owner, and whether the signatures verify.
 
+It ends with one line that answers "can this host start this VM?": yes, when
+this store holds, for one of its guardians, both certificates with their
+private keys; otherwise which certificate (subject, thumbprint) is missing. For a
+Hyper-V VM, save its key protector first, as bytes:
+[IO.File]::WriteAllBytes("vm1.kp", (Get-VMKeyProtector -VMName vm1)).
+
 A key protector that uses algorithms guardctl does not know (as one Hyper-V wrote
 may) is still listed, with the algorithm named. Valid signatures only prove
 who the owner is: the owner is trusted when it is a guardian of this store
