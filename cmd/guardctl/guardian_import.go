@@ -37,7 +37,14 @@ certificates (every guardian Hyper-V or guardctl generates) are accepted when
 their self-signature verifies. Keys must be RSA of at least 2048 bits.
 
 An existing guardian of the same name is replaced only with --force, and then
-kept in the trash.`,
+kept in the trash.
+
+In Hyper-V's store (--store hyperv, the default on Windows), import does what
+New-HgsGuardian does with a PFX pair: it puts both certificates, with their keys
+as exportable machine keys, in Shielded VM Local Certificates (creating that
+store if it is missing) and registers the name with HgsClient. On a Windows
+without HgsClient the certificates are stored and a notice says the name was
+not registered.`,
 		Example: `  guardctl guardian import UntrustedGuardian --dir /media/usb --password-file pw.txt
   guardctl guardian import old-host --signing a.pfx --encryption b.pfx --allow-expired
   guardctl guardian import host-b --public host-b.guardian.xml`,

@@ -21,9 +21,15 @@ func newGuardianListCmd(a *app) *cobra.Command {
 		Short:   "List the guardians in the store",
 		Long: `List the guardians in the store, one row each: name, whether it holds private
 keys, the signing and encryption thumbprints (SHA-1, as Windows shows them),
-expiry and status (ok, expiring within 60 days, expired, or broken with the
-reason). A broken entry is listed, not fatal: 'guardctl guardian remove' or
-'guardctl store check --repair' deals with it.`,
+expiry and status (ok, expiring within 60 days, expired, warning or broken with
+the reason). A broken entry is listed, not fatal: 'guardctl guardian remove' or
+'guardctl store check --repair' deals with it.
+
+In Hyper-V's store (--store hyperv) the list holds HgsClient's registered
+guardians, pairs in Shielded VM Local Certificates that no registration names
+(warning: a pair Remove-HgsGuardian left behind; older generations of a name
+are listed as NAME@DATE), and registrations whose certificates or private keys
+are missing (broken).`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if removed {
