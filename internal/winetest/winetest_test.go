@@ -10,6 +10,7 @@ import (
 // ProcessPrng stub works, crypto/rand included), and its arguments,
 // environment, standard input, output and exit code all pass through.
 func TestRun(t *testing.T) {
+	Require(t)
 	exe := Build(t, "./testdata/echo", false)
 	start := time.Now()
 	p := New(t)
