@@ -628,7 +628,11 @@ func (s *HyperV) Add(g *guardian.Guardian, origin Origin, replace bool) (*Change
 		ch.Notice = noHgsNotice(g.Name)
 	} else if err != nil {
 		s.takeBack(added)
-		return nil, fmt.Errorf("registering guardian %q with HgsClient: %w", g.Name, err)
+		err = fmt.Errorf("registering guardian %q with HgsClient: %w", g.Name, err)
+		if ch.ReplacedID != "" {
+			err = fmt.Errorf("%w; the guardian it was to replace is in the trash: 'guardctl guardian restore %s' brings it back", err, g.Name)
+		}
+		return nil, err
 	}
 	if err := s.setRecord(sigTP, encTP, &rec); err != nil {
 		return nil, err

@@ -434,3 +434,24 @@ func sorted(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// When HgsClient refuses the name, Add takes back what it put in; a
+// guardian it was to replace stays in the trash, restorable.
+func TestHyperVRegisterRefused(t *testing.T) {
+	s, w := newHyperV(t)
+	old := makeGuardian(t, "G", "H", time.Time{})
+	must(t, w.Install("G", old))
+	keys := w.Keys()
+	w.FailRegister(errors.New("the certificate is not valid for this purpose"))
+	_, err := s.Add(makeGuardian(t, "G", "H", time.Time{}), certstore.OriginPFX, true)
+	if err == nil || !strings.Contains(err.Error(), "not valid for this purpose") || !strings.Contains(err.Error(), "guardian restore G") {
+		t.Fatalf("Add: %v", err)
+	}
+	if len(w.Certificates(certstore.ShieldedVMStore)) != 0 || w.Keys() != keys {
+		t.Errorf("left behind: %v, %d keys of %d", w.Certificates(certstore.ShieldedVMStore), w.Keys(), keys)
+	}
+	w.FailRegister(nil)
+	c, err := s.Restore("G")
+	must(t, err)
+	sameGuardian(t, c.Entry, old)
+}

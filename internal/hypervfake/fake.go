@@ -67,6 +67,9 @@ type Windows struct {
 	mu   sync.Mutex
 	path string
 	st   state
+	// registerErr, when set, is what Register fails with (HgsClient
+	// refusing a certificate, say), in memory only.
+	registerErr error
 }
 
 // New returns an empty machine kept in memory.
@@ -262,6 +265,9 @@ func (r registry) Register(name, signing, encryption string) error {
 	if w.st.NoHgsClient {
 		return certstore.ErrNoHgsClient
 	}
+	if w.registerErr != nil {
+		return w.registerErr
+	}
 	for _, reg := range w.st.Regs {
 		if reg.Name == name {
 			return fmt.Errorf("a guardian named %q already exists", name)
@@ -300,6 +306,13 @@ func (w *Windows) SetNoHgsClient(none bool) error {
 	defer w.mu.Unlock()
 	w.st.NoHgsClient = none
 	return w.save()
+}
+
+// FailRegister makes every Register fail with err (nil: succeed again).
+func (w *Windows) FailRegister(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.registerErr = err
 }
 
 // SetExportable marks the key of a certificate in store exportable or not.
