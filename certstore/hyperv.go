@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
@@ -95,14 +96,17 @@ type hvRecord struct {
 
 // hvRemoved is one removed guardian: what Restore needs.
 type hvRemoved struct {
-	Version    int       `json:"version"`
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	Signing    string    `json:"signing,omitempty"`
-	Encryption string    `json:"encryption,omitempty"`
-	Registered bool      `json:"registered"`
-	RemovedAt  time.Time `json:"removedAt"`
-	Reason     string    `json:"reason"`
+	Version    int    `json:"version"`
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Signing    string `json:"signing,omitempty"`
+	Encryption string `json:"encryption,omitempty"`
+	Registered bool   `json:"registered"`
+	// HgsName is the name HgsClient had for it, when that is not Name (a
+	// name guardctl could not take as it was).
+	HgsName   string    `json:"hgsName,omitempty"`
+	RemovedAt time.Time `json:"removedAt"`
+	Reason    string    `json:"reason"`
 	// Moved lists the thumbprints moved to TrashStore; a certificate that
 	// was already gone is not in it.
 	Moved  []string  `json:"moved"`
@@ -266,13 +270,26 @@ func (st *hvState) guardians() []*hvGuardian {
 		}
 		return nil
 	}
-	for i := range st.regs {
-		r := &st.regs[i]
-		g := &hvGuardian{name: r.Name, reg: r, sigTP: normTP(r.SigningThumbprint), encTP: normTP(r.EncryptionThumbprint)}
-		g.sig, g.enc = cert(g.sigTP), cert(g.encTP)
-		g.rec = recordOf(g.sigTP, g.encTP)
-		used[g.sigTP], used[g.encTP], taken[g.name] = true, true, true
-		gs = append(gs, g)
+	// Registrations whose names guardctl takes as they are come first;
+	// any other name (HgsClient takes any string) is shown as a valid one.
+	for _, valid := range []bool{true, false} {
+		for i := range st.regs {
+			r := &st.regs[i]
+			if (guardian.ValidateName(r.Name) == nil) != valid {
+				continue
+			}
+			g := &hvGuardian{name: r.Name, reg: r, sigTP: normTP(r.SigningThumbprint), encTP: normTP(r.EncryptionThumbprint)}
+			g.sig, g.enc = cert(g.sigTP), cert(g.encTP)
+			g.rec = recordOf(g.sigTP, g.encTP)
+			if !valid {
+				g.name = validName(r.Name)
+				if taken[g.name] {
+					g.name = freeName(taken, g.name, g.sig, g.enc, g.sigTP+g.encTP)
+				}
+			}
+			used[g.sigTP], used[g.encTP], taken[g.name] = true, true, true
+			gs = append(gs, g)
+		}
 	}
 	for i := range st.records {
 		r := &st.records[i]
@@ -388,6 +405,25 @@ func notBefore(g *hvGuardian) time.Time {
 	return time.Time{}
 }
 
+// validName makes a guardian name of a name HgsClient took: every other
+// character becomes '_', and dots and spaces at either end go.
+func validName(name string) string {
+	b := []rune(name)
+	for i, r := range b {
+		if !(r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(" ._-+@()", r))) {
+			b[i] = '_'
+		}
+	}
+	n := strings.Trim(string(b), ". ")
+	if len(n) > guardian.MaxNameLength {
+		n = strings.TrimRight(n[:guardian.MaxNameLength], ". ")
+	}
+	if n == "" {
+		n = "guardian"
+	}
+	return n
+}
+
 // freeName finds a name for one more generation of base: base@DATE, then
 // base@DATE-THUMB, where DATE is the day its certificates were made.
 func freeName(taken map[string]bool, base string, sig, enc *SystemCert, tp string) string {
@@ -464,6 +500,8 @@ func (g *hvGuardian) diagnose() {
 		g.warning = "not registered with HgsClient yet (HgsClient was missing when it was added); 'guardctl store check --repair' registers it"
 	case g.leftover:
 		g.warning = "not registered with HgsClient: a pair Remove-HgsGuardian left behind; 'guardctl store check --repair' moves it to the trash"
+	case g.reg != nil && g.name != g.reg.Name:
+		g.warning = fmt.Sprintf("HgsClient names it %q, which guardctl cannot take as a name (letters, digits, space and . _ - + @ ( ) only), so it is shown as %q", g.reg.Name, g.name)
 	case g.reg != nil && !g.reg.HasPrivateSigningKey && g.hasKeys():
 		g.warning = "HgsClient reports no private signing key (HasPrivateSigningKey = False) although the store holds one"
 	}
@@ -666,6 +704,9 @@ func (s *HyperV) toTrash(st *hvState, g *hvGuardian, reason string) (string, err
 	now := s.Now()
 	r := hvRemoved{Version: 1, ID: newID(now), Name: g.name, Signing: g.sigTP, Encryption: g.encTP,
 		Registered: g.reg != nil || (g.rec != nil && g.rec.Pending), RemovedAt: now.UTC(), Reason: reason, Moved: g.present(), Record: g.rec}
+	if g.reg != nil && g.reg.Name != g.name {
+		r.HgsName = g.reg.Name
+	}
 	raw, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return "", err
@@ -837,7 +878,11 @@ func (s *HyperV) Restore(name string) (*Change, error) {
 	ch := &Change{}
 	registered := false
 	if r.Registered {
-		if err := s.registry.Register(name, r.Signing, r.Encryption); errors.Is(err, ErrNoHgsClient) {
+		hgsName := name
+		if r.HgsName != "" {
+			hgsName = r.HgsName
+		}
+		if err := s.registry.Register(hgsName, r.Signing, r.Encryption); errors.Is(err, ErrNoHgsClient) {
 			ch.Notice = noHgsNotice(name)
 		} else if err != nil {
 			return nil, fmt.Errorf("registering guardian %q with HgsClient again: %w (its certificates are back in %s)", name, err, ShieldedVMStore)

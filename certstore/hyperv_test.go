@@ -455,3 +455,32 @@ func TestHyperVRegisterRefused(t *testing.T) {
 	must(t, err)
 	sameGuardian(t, c.Entry, old)
 }
+
+// HgsClient takes any string as a name; one guardctl cannot take is shown
+// as a valid one, and restore registers the original again.
+func TestHyperVNameGuardctlCannotTake(t *testing.T) {
+	s, w := newHyperV(t)
+	g := makeGuardian(t, "ゲスト", "H", time.Time{})
+	must(t, w.Install("ゲスト: lab/1", g))
+	es, err := s.List()
+	must(t, err)
+	if len(es) != 1 || es[0].Name != "____ lab_1" {
+		t.Fatalf("List: %v", names(es))
+	}
+	name := es[0].Name
+	if !strings.Contains(es[0].Warning, `HgsClient names it "ゲスト: lab/1"`) {
+		t.Errorf("warning: %q", es[0].Warning)
+	}
+	if _, err := s.Remove(name, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Registrations()) != 0 {
+		t.Fatal("not unregistered")
+	}
+	if _, err := s.Restore(name); err != nil {
+		t.Fatal(err)
+	}
+	if regs := w.Registrations(); len(regs) != 1 || regs[0].Name != "ゲスト: lab/1" {
+		t.Errorf("registered again as %+v", regs)
+	}
+}
