@@ -73,25 +73,42 @@ row "kp unwrap (verify, decrypt)" \
 	"$G kp unwrap $W/vm.kp --key-out $W/k --force" \
 	"openssl dgst -sha256 -verify $O/e.pub -signature $O/g1 $O/s.crt >/dev/null; openssl pkeyutl -decrypt -inkey $O/e.key -in $O/tk.enc -out $O/tk.dec -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256"
 
-# batch grant against the RSA-2048 bound
-i=0
-mkdir -p "$W/batch"
-while [ $i -lt "$BATCH" ]; do cp "$W/vm.kp" "$W/batch/$i.kp"; i=$((i+1)); done
-start=$(now)
-$G kp grant "$W"/batch/*.kp --guardian peer --yes --no-backup >/dev/null 2>&1 || true
-$G kp revoke "$W"/batch/*.kp --guardian peer --yes --no-backup >/dev/null 2>&1
-start=$(now)
-$G kp grant "$W"/batch/*.kp --guardian peer --yes --no-backup >/dev/null 2>&1
-grant_us=$(( ($(now) - start) / 1000 ))
-rate=$(awk -v n="$BATCH" -v us="$grant_us" 'BEGIN { printf "%.0f", n / (us/1e6) }')
-sign=$(openssl speed -seconds 3 -multi "$(nproc)" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $6 }' | tail -n 1)
+# batch grant against the RSA-2048 bound: the issue's goal is measured as
+# 'kp grant --yes' (backups kept, every file written atomically and fsynced)
+# over BATCH key protectors, against cores / (3 x one Go RSA-2048 PKCS#1 v1.5
+# signature), the signature timed by BenchmarkSign in the same run.
+fresh_batch() {
+	rm -rf "$W/batch"
+	mkdir -p "$W/batch"
+	i=0
+	while [ $i -lt "$BATCH" ]; do cp "$W/vm.kp" "$W/batch/$i.kp"; i=$((i+1)); done
+	sync
+}
+grant_rate() { # extra flags...: grants per second of one kp grant over a fresh batch
+	fresh_batch
+	start=$(now)
+	$G kp grant "$W"/batch/*.kp --guardian peer2 --yes "$@" >/dev/null 2>&1 || { echo "kp grant failed" >&2; exit 1; }
+	awk -v n="$BATCH" -v us="$(( ($(now) - start) / 1000 ))" 'BEGIN { printf "%.0f", n / (us/1e6) }'
+}
+$G guardian create peer2 --host h >/dev/null 2>&1
+sign_ns=$(go test -run '^$' -bench '^BenchmarkSign$' -benchtime 2s ./keyprotector | awk '/^BenchmarkSign/ { print $3 }')
+cores=$(nproc)
+gobound=$(awk -v c="$cores" -v ns="$sign_ns" 'BEGIN { printf "%.0f", c * 1e9 / (3 * ns) }')
+rate=$(grant_rate)
+rate_nobak=$(grant_rate --no-backup)
+sign=$(openssl speed -seconds 3 -multi "$cores" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $6 }' | tail -n 1)
 bound=$(awk -v s="$sign" 'BEGIN { printf "%.0f", s / 3 }')
 ossl_one=$(per_op "openssl pkeyutl -decrypt -inkey $O/e.key -in $O/tk.enc -out $O/d -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl pkeyutl -encrypt -pubin -inkey $O/e.pub -in $O/d -out $O/w -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl dgst -sha256 -sign $O/s.key -out $O/x1 $O/s.crt && openssl dgst -sha256 -sign $O/s.key -out $O/x2 $O/w")
 ossl_rate=$(awk -v us="$ossl_one" 'BEGIN { printf "%.0f", 1e6/us }')
+pct() { awk -v r="$1" -v b="$2" 'BEGIN { printf "%.2f", r/b }'; }
 echo
 echo "| batch grant, $BATCH key protectors, all cores | per second |"
 echo "|---|---|"
-echo "| guardctl kp grant FILE... | $rate |"
-echo "| RSA-2048 bound (openssl speed -multi $(nproc), $sign signs/s ÷ 3 private-key operations) | $bound |"
-echo "| guardctl / bound | $(awk -v r="$rate" -v b="$bound" 'BEGIN { printf "%.0f%%", 100*r/b }') |"
+echo "| guardctl kp grant FILE... --yes (a backup of each file kept) | $rate |"
+echo "| guardctl kp grant FILE... --yes --no-backup | $rate_nobak |"
+echo "| Go RSA-2048 bound: $cores cores / (3 x $(awk -v ns="$sign_ns" 'BEGIN { printf "%.3f", ns/1e6 }') ms, one Go PKCS#1 v1.5 signature) | $gobound |"
+echo "| kp grant --yes / Go bound (goal: at least 0.7) | $(pct "$rate" "$gobound") |"
+echo "| kp grant --yes --no-backup / Go bound | $(pct "$rate_nobak" "$gobound") |"
+echo "| OpenSSL RSA-2048 bound (openssl speed -multi $cores, $sign signs/s / 3) | $bound |"
+echo "| kp grant --yes / OpenSSL bound | $(pct "$rate" "$bound") |"
 echo "| openssl pipeline, one key protector at a time | $ossl_rate |"

@@ -1,6 +1,8 @@
 package keyprotector
 
 import (
+	"path/filepath"
+
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
 )
@@ -17,6 +19,11 @@ type FileOptions struct {
 	// writes nothing; the result says whether a real run would change
 	// the file.
 	DryRun bool
+	// Batch, when set, is shared by every file of one grant or revoke:
+	// what is the same for each is done once, the cryptography of
+	// concurrent calls runs on at most GOMAXPROCS goroutines, and the
+	// files' directories are synced once, by Batch.Sync.
+	Batch *Batch
 }
 
 // FileResult is what GrantFile or RevokeFile did.
@@ -29,7 +36,7 @@ type FileResult struct {
 // Grant) in one locked read-verify-change-write: a concurrent change of the
 // same file by another guardctl is never lost (atomicfile.Update).
 func GrantFile(path string, identities []*guardian.Guardian, g *guardian.Guardian, opt FileOptions) (FileResult, error) {
-	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) { return p.Grant(identities, g) })
+	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) { return p.grant(identities, g, opt.Batch) })
 }
 
 // RevokeFile removes g's wrapping from the key protector file at path (see
@@ -53,19 +60,25 @@ func RevokeThumbprintFile(path string, identities []*guardian.Guardian, tp strin
 }
 
 func changeFile(path string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
-	backup, changed, err := atomicfile.Update(path, atomicfile.UpdateOptions{MaxSize: MaxFileSize, Backup: opt.Backup, DryRun: opt.DryRun}, func(old []byte) ([]byte, error) {
-		p, err := Parse(old)
-		if err != nil {
-			return nil, err
-		}
-		if err := p.Verify(opt.Policy); err != nil {
-			return nil, err
-		}
-		changed, xml, err := change(p)
-		if err != nil || !changed {
-			return nil, err
-		}
-		return EncodeFile(xml), nil
+	uo := atomicfile.UpdateOptions{MaxSize: MaxFileSize, Backup: opt.Backup, DryRun: opt.DryRun, DeferDirSync: opt.Batch != nil}
+	backup, changed, err := atomicfile.Update(path, uo, func(old []byte) ([]byte, error) {
+		return opt.Batch.work(func() ([]byte, error) {
+			p, err := Parse(old)
+			if err != nil {
+				return nil, err
+			}
+			if err := p.verify(opt.Policy, opt.Batch); err != nil {
+				return nil, err
+			}
+			changed, xml, err := change(p)
+			if err != nil || !changed {
+				return nil, err
+			}
+			return EncodeFile(xml), nil
+		})
 	})
+	if changed && !opt.DryRun && opt.Batch != nil {
+		opt.Batch.dirs.Store(filepath.Dir(path), struct{}{})
+	}
 	return FileResult{Changed: changed, Backup: backup}, err
 }

@@ -70,6 +70,12 @@ func signRSASHA256(key *rsa.PrivateKey, data []byte) ([]byte, error) {
 // each wrapping's chain to the owner, each encryption certificate's
 // signature by its own signing key, key sizes, and validity dates.
 func (p *Protector) Verify(pol Policy) error {
+	return p.verify(pol, nil)
+}
+
+// verify is Verify, with the chain signatures that recur in a batch checked
+// once (b may be nil).
+func (p *Protector) verify(pol Policy, b *Batch) error {
 	if u := p.UnsupportedAlgorithms(); len(u) > 0 {
 		return errorf(KindUnsupported, "the key protector uses algorithms outside guardctl's profile: %s", u[0])
 	}
@@ -85,10 +91,10 @@ func (p *Protector) Verify(pol Policy) error {
 		if w.ParentID != p.OwnerID {
 			return errorf(KindVerification, "wrapping %d chains to wrapping %d, not to the owner", w.ID, w.ParentID)
 		}
-		if err := verifyRSASHA256(owner.Signing, w.Signing.Raw, w.SigningCertSig.Value); err != nil {
+		if err := b.verify(owner.Signing, w.Signing.Raw, w.SigningCertSig.Value); err != nil {
 			return errorf(KindVerification, "the signing certificate of wrapping %d is not signed by the owner", w.ID)
 		}
-		if err := verifyRSASHA256(w.Signing, w.Encryption.Raw, w.EncryptionCertSig.Value); err != nil {
+		if err := b.verify(w.Signing, w.Encryption.Raw, w.EncryptionCertSig.Value); err != nil {
 			return errorf(KindVerification, "the encryption certificate of wrapping %d is not signed by its own signing key", w.ID)
 		}
 		for _, c := range []*x509.Certificate{w.Signing, w.Encryption} {
@@ -226,14 +232,14 @@ func New(key []byte, owner *guardian.Guardian, guardians []*guardian.Guardian) (
 		return nil, nil, errorf(KindNotOwner, "the owner %q has no private signing key here", owner.Name)
 	}
 	p := &Protector{OwnerID: 1}
-	if err := p.addWrapping(owner, owner, key); err != nil {
+	if err := p.addWrapping(owner, owner, key, nil); err != nil {
 		return nil, nil, err
 	}
 	for _, g := range guardians {
 		if p.Find(g) != nil {
 			continue
 		}
-		if err := p.addWrapping(owner, g, key); err != nil {
+		if err := p.addWrapping(owner, g, key, nil); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -248,7 +254,7 @@ func NewTransportKey() []byte {
 	return k
 }
 
-func (p *Protector) addWrapping(owner, g *guardian.Guardian, key []byte) error {
+func (p *Protector) addWrapping(owner, g *guardian.Guardian, key []byte, b *Batch) error {
 	pub, err := guardian.RSAPublicKey("encryption", g.Encryption)
 	if err != nil {
 		return err
@@ -262,15 +268,12 @@ func (p *Protector) addWrapping(owner, g *guardian.Guardian, key []byte) error {
 	for _, w := range p.Wrappings {
 		id = max(id, w.ID+1)
 	}
-	sigSig, err := signRSASHA256(owner.SigningKey, g.Signing.Raw)
+	sigSig, err := b.signCert(owner, g)
 	if err != nil {
 		return err
 	}
-	encSig, err := g.SignEncryptionCertificate()
+	encSig, err := b.encryptionCertSig(g)
 	if err != nil {
-		return err
-	}
-	if err := g.VerifyEncryptionCertificateSignature(encSig); err != nil {
 		return err
 	}
 	wrapped, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, key, nil)
@@ -327,6 +330,10 @@ func (p *Protector) ownerIdentity(identities []*guardian.Guardian) (*guardian.Gu
 // a guardian that can unwrap, both among identities. It reports whether
 // anything changed (g may have access already).
 func (p *Protector) Grant(identities []*guardian.Guardian, g *guardian.Guardian) (changed bool, out []byte, err error) {
+	return p.grant(identities, g, nil)
+}
+
+func (p *Protector) grant(identities []*guardian.Guardian, g *guardian.Guardian, b *Batch) (changed bool, out []byte, err error) {
 	owner, err := p.ownerIdentity(identities)
 	if err != nil {
 		return false, nil, err
@@ -338,7 +345,7 @@ func (p *Protector) Grant(identities []*guardian.Guardian, g *guardian.Guardian)
 	if p.Find(g) != nil {
 		return false, nil, nil
 	}
-	if err := p.addWrapping(owner, g, key); err != nil {
+	if err := p.addWrapping(owner, g, key, b); err != nil {
 		return false, nil, err
 	}
 	out, err = p.seal(owner, key)

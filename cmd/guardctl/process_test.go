@@ -366,3 +366,46 @@ func TestConcurrentWrites(t *testing.T) {
 		t.Errorf("store check: exit %d: %s", code, e)
 	}
 }
+
+// TestBatchProgressOnTerminal: a batch grant draws a progress bar on a
+// terminal (standard error), standard output stays empty, and it ends with
+// the one closing line.
+func TestBatchProgressOnTerminal(t *testing.T) {
+	store, dir := t.TempDir(), t.TempDir()
+	for _, g := range []string{"owner", "other"} {
+		if _, e, code := runGuardctl(t, store, "guardian", "create", g, "--host", "h"); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	first := filepath.Join(dir, "vm0.kp")
+	if _, e, code := runGuardctl(t, store, "kp", "new", "--owner", "owner", "--out", first); code != 0 {
+		t.Fatal(e)
+	}
+	data, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"kp", "grant", first}
+	for i := 1; i < 40; i++ {
+		f := filepath.Join(dir, fmt.Sprintf("vm%d.kp", i))
+		if err := os.WriteFile(f, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, f)
+	}
+	cmd, screen, stdout := startOnTerminal(t, store, append(args, "--guardian", "other", "--yes", "--no-backup")...)
+	screen.waitFor("guardctl: granted 40, unchanged 0, failed 0")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("kp grant: %v\n%s", err, screen.text())
+	}
+	text := screen.text()
+	if !strings.Contains(text, "granting") || !strings.Contains(text, "/40)") || !strings.Contains(text, "\r") {
+		t.Errorf("no progress bar on the terminal:\n%q", text)
+	}
+	if strings.Contains(text, "vm1.kp") {
+		t.Errorf("one line per file without --verbose:\n%s", text)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("standard output holds %q", stdout.String())
+	}
+}

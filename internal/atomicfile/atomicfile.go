@@ -29,6 +29,11 @@ type Options struct {
 	// Backup, with Overwrite, keeps the previous file as PATH.TIMESTAMP.bak,
 	// mode 0600.
 	Backup bool
+	// NoDirSync leaves syncing the directory (SyncDir), which makes the
+	// new name durable, to the caller: it must do it before it calls the
+	// change done. The file's content is synced before it gets its name
+	// either way, so the file is never seen half-written.
+	NoDirSync bool
 }
 
 // WriteFile writes data to path with the exact mode perm (the umask does not
@@ -49,6 +54,9 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 	}
 	if err != nil {
 		return "", err
+	}
+	if opt.NoDirSync {
+		return backup, nil
 	}
 	return backup, SyncDir(dir)
 }

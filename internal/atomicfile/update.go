@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -24,6 +25,11 @@ type UpdateOptions struct {
 	// DryRun reads the file and calls change as a real run does, and
 	// writes nothing: changed says whether the real run would write.
 	DryRun bool
+	// DeferDirSync leaves syncing the file's directory to the caller
+	// (SyncDir, before it calls the change done), so that a batch of
+	// files in one directory syncs it once. The new content is synced
+	// before it replaces the old either way.
+	DeferDirSync bool
 }
 
 // Update rewrites the file at path in one read-modify-write that no other
@@ -94,15 +100,21 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 	var backup string
 	if opt.Backup {
 		backup = BackupName(path, time.Now())
-		if _, err := WriteFile(backup, old, 0o600, Options{}); err != nil {
+		if _, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true}); err != nil {
 			return "", false, fmt.Errorf("keeping a backup of %s: %w", path, err)
 		}
 	}
-	if _, err := WriteFile(path, next, fi.Mode().Perm(), Options{Overwrite: true}); err != nil {
+	if _, err := WriteFile(path, next, fi.Mode().Perm(), Options{Overwrite: true, NoDirSync: true}); err != nil {
 		if backup != "" {
 			os.Remove(backup)
 		}
 		return "", false, err
+	}
+	// One sync of the directory makes both names durable.
+	if !opt.DeferDirSync {
+		if err := SyncDir(filepath.Dir(path)); err != nil {
+			return backup, true, err
+		}
 	}
 	return backup, true, nil
 }
