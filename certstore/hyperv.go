@@ -503,7 +503,7 @@ func (g *hvGuardian) diagnose() {
 	case g.reg != nil && g.name != g.reg.Name:
 		g.warning = fmt.Sprintf("HgsClient names it %q, which guardctl cannot take as a name (letters, digits, space and . _ - + @ ( ) only), so it is shown as %q", g.reg.Name, g.name)
 	case g.reg != nil && !g.reg.HasPrivateSigningKey && g.hasKeys():
-		g.warning = "HgsClient reports no private signing key (HasPrivateSigningKey = False) although the store holds one"
+		g.warning = "HgsClient reports no private signing key (HasPrivateSigningKey = False) although the store links one (a key in a legacy CSP, which HgsClient does not use, for instance): this host cannot be the owner of a key protector with it; export it and import it again with --force"
 	}
 }
 

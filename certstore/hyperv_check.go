@@ -76,6 +76,9 @@ func (s *HyperV) Check(repair bool) ([]Finding, error) {
 			}
 		case g.problem != "":
 			f.Kind = FindingNoPrivateKey
+		case g.reg != nil && !g.reg.HasPrivateSigningKey && g.hasKeys():
+			// Hyper-V goes by HgsClient: named, not repairable here.
+			f.Kind, f.Detail = FindingNoPrivateKey, g.warning
 		case g.pending:
 			f.Kind, f.Detail = FindingUnregistered, g.warning
 			f.Repairable = true

@@ -484,3 +484,22 @@ func TestHyperVNameGuardctlCannotTake(t *testing.T) {
 		t.Errorf("registered again as %+v", regs)
 	}
 }
+
+// HgsClient's HasPrivateSigningKey = False with a key the store links (one
+// in a legacy CSP): the guardian still exports, and check names it.
+func TestHyperVKeyHgsClientDoesNotUse(t *testing.T) {
+	s, w := newHyperV(t)
+	g := makeGuardian(t, "G", "H", time.Time{})
+	must(t, w.Install("G", g))
+	must(t, w.MoveKeyToLegacyCSP(tps(g)[0]))
+	e, err := s.Get("G")
+	must(t, err)
+	sameGuardian(t, e, g)
+	if !strings.Contains(e.Warning, "HasPrivateSigningKey = False") {
+		t.Errorf("warning: %q", e.Warning)
+	}
+	f := findings(t, s, true)
+	if n := f[certstore.FindingNoPrivateKey]; len(n) != 1 || n[0].Action != "" || n[0].Warning {
+		t.Errorf("findings: %+v", f)
+	}
+}

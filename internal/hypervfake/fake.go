@@ -55,6 +55,9 @@ type state struct {
 	Keys        map[string]*keyRec             `json:"keys"`
 	Regs        []certstore.Registration       `json:"registrations"`
 	NoHgsClient bool                           `json:"noHgsClient"`
+	// LegacyCSP holds the thumbprints whose keys are in a legacy CSP,
+	// which HgsClient does not use (HasPrivateSigningKey is false).
+	LegacyCSP map[string]bool `json:"legacyCsp,omitempty"`
 	NextKey     int                            `json:"nextKey"`
 	// Calls counts the changes made, so tests can see that a read changed
 	// nothing.
@@ -245,7 +248,7 @@ func (r registry) List() ([]certstore.Registration, error) {
 	for _, reg := range w.st.Regs {
 		c, ok := w.st.Stores[certstore.ShieldedVMStore][reg.SigningThumbprint]
 		_, keyThere := w.st.Keys[c.keyID()]
-		reg.HasPrivateSigningKey = ok && keyThere
+		reg.HasPrivateSigningKey = ok && keyThere && !w.st.LegacyCSP[reg.SigningThumbprint]
 		out = append(out, reg)
 	}
 	return out, nil
@@ -305,6 +308,18 @@ func (w *Windows) SetNoHgsClient(none bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.st.NoHgsClient = none
+	return w.save()
+}
+
+// MoveKeyToLegacyCSP makes the key of a certificate one HgsClient does not
+// use, as an import into a legacy CSP leaves it.
+func (w *Windows) MoveKeyToLegacyCSP(thumbprint string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.st.LegacyCSP == nil {
+		w.st.LegacyCSP = map[string]bool{}
+	}
+	w.st.LegacyCSP[thumbprint] = true
 	return w.save()
 }
 
