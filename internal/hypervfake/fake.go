@@ -58,7 +58,7 @@ type state struct {
 	// LegacyCSP holds the thumbprints whose keys are in a legacy CSP,
 	// which HgsClient does not use (HasPrivateSigningKey is false).
 	LegacyCSP map[string]bool `json:"legacyCsp,omitempty"`
-	NextKey     int                            `json:"nextKey"`
+	NextKey   int             `json:"nextKey"`
 	// Calls counts the changes made, so tests can see that a read changed
 	// nothing.
 	Calls int `json:"calls"`
