@@ -1,12 +1,16 @@
 package certstore
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
+
+	"github.com/guardctl/guardctl/internal/atomicfile"
 )
 
 // FindingKind classifies what store check found.
@@ -111,6 +115,18 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	for _, n := range names {
 		p := s.path(guardiansDir, n)
 		e := loadEntry(p, n)
+		if e.Broken() && e.MetaOnly {
+			// Certificates and keys that verify as a pair stay where
+			// they are; only the metadata is rebuilt.
+			f := Finding{Kind: FindingBroken, Path: rel(p), Name: n, Detail: e.Problem, Repairable: true}
+			if repair {
+				if f.Action, err = s.rebuildMeta(p, e); err != nil {
+					return out, fmt.Errorf("rebuilding %s: %w", rel(p), err)
+				}
+			}
+			out = append(out, f)
+			continue
+		}
 		if e.Broken() {
 			if err := add(Finding{Kind: FindingBroken, Path: rel(p), Name: n, Detail: e.Problem}, p); err != nil {
 				return out, err
@@ -174,4 +190,32 @@ func (s *Dir) checkPerm(path string, add func(Finding, string) error, rel func(s
 		return add(Finding{Kind: FindingPermissions, Path: rel(path), Detail: fmt.Sprintf("mode %04o lets other users read it; want %04o", fi.Mode().Perm(), permFor(path))}, path)
 	}
 	return nil
+}
+
+// rebuildMeta writes a new guardian.json for the entry at dir, whose
+// certificates and keys verify as a pair (Entry.MetaOnly); a damaged
+// guardian.json is moved to lost+found first. It returns what it did.
+func (s *Dir) rebuildMeta(dir string, e *Entry) (string, error) {
+	action := "rebuilt " + metaFile + " from the entry's certificates and keys"
+	old := filepath.Join(dir, metaFile)
+	if _, err := os.Lstat(old); err == nil {
+		dst, err := s.moveAsideAs(old, e.Name+"-"+metaFile)
+		if err != nil {
+			return "", err
+		}
+		rel, _ := filepath.Rel(s.dir, dst)
+		action += "; the damaged one was moved to " + filepath.ToSlash(rel)
+	}
+	meta := Meta{Version: 1, Name: e.Name, HasPrivateKeys: e.Guardian.HasPrivateKeys(), Origin: OriginRecovered, AddedAt: time.Now().UTC().Truncate(time.Second)}
+	if fi, err := os.Stat(filepath.Join(dir, signingCertFile)); err == nil {
+		meta.AddedAt = fi.ModTime().UTC().Truncate(time.Second)
+	}
+	mj, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := writeNew(old, append(mj, '\n'), 0o644); err != nil {
+		return "", err
+	}
+	return action, atomicfile.SyncDir(dir)
 }

@@ -119,10 +119,15 @@ func newID(now time.Time) string {
 
 // moveAside renames path to lost+found, keeping its base name visible.
 func (s *Dir) moveAside(path string) (string, error) {
+	return s.moveAsideAs(path, filepath.Base(path))
+}
+
+// moveAsideAs renames path to lost+found under base, after a unique ID.
+func (s *Dir) moveAsideAs(path, base string) (string, error) {
 	if err := atomicfile.MkdirAll(s.path(lostDir)); err != nil {
 		return "", err
 	}
-	dst := s.path(lostDir, newID(time.Now())+"-"+filepath.Base(path))
+	dst := s.path(lostDir, newID(time.Now())+"-"+base)
 	if err := os.Rename(path, dst); err != nil {
 		return "", err
 	}

@@ -36,6 +36,9 @@ const (
 	OriginGenerated Origin = "generated"
 	OriginPFX       Origin = "imported-pfx"
 	OriginPublic    Origin = "imported-public"
+	// OriginRecovered: the metadata was rebuilt from the entry's
+	// certificates and keys (store check --repair, store recover).
+	OriginRecovered Origin = "recovered"
 )
 
 // Meta is what guardian.json holds.
@@ -51,10 +54,18 @@ type Meta struct {
 // Problem; its Guardian then holds whatever could be read (possibly
 // nothing) and must not be used for cryptography.
 type Entry struct {
-	Name     string
+	Name string
+	// Meta is what guardian.json holds; when it is missing or damaged,
+	// what the entry's files show (HasPrivateKeys: both keys were read).
 	Meta     Meta
 	Guardian *guardian.Guardian
+	// Problem names every problem, "; "-separated; Problems lists them.
 	Problem  string
+	Problems []string
+	// MetaOnly: the only problem is guardian.json, and the certificates
+	// (and keys, when present) verify as a pair: store check --repair
+	// rebuilds the metadata.
+	MetaOnly bool
 	// Warning names something about a usable guardian that needs
 	// attention (for example a Hyper-V pair no registration names).
 	Warning string
@@ -89,11 +100,22 @@ func loadEntry(dir, name string) *Entry {
 	}
 	var problems []string
 	note := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	metaOK := false
 	raw, err := readRegular(filepath.Join(dir, metaFile))
 	if err != nil {
 		note("%s: %s", metaFile, describe(err))
 	} else if err := json.Unmarshal(raw, &e.Meta); err != nil || e.Meta.Version != 1 || e.Meta.Name != name {
 		note("%s is damaged", metaFile)
+	} else {
+		metaOK = true
+	}
+	metaProblems := len(problems)
+	// Without trustworthy metadata, what is on disk says whether the entry
+	// holds private keys.
+	withKeys := e.Meta.HasPrivateKeys
+	if !metaOK {
+		e.Meta = Meta{Version: 1, Name: name}
+		withKeys = exists(filepath.Join(dir, signingKeyFile)) || exists(filepath.Join(dir, encryptionKeyFile))
 	}
 	g := e.Guardian
 	if g.Signing, err = readCert(filepath.Join(dir, signingCertFile)); err != nil {
@@ -102,7 +124,7 @@ func loadEntry(dir, name string) *Entry {
 	if g.Encryption, err = readCert(filepath.Join(dir, encryptionCertFil)); err != nil {
 		note("%s: %s", encryptionCertFil, describe(err))
 	}
-	if !e.Meta.HasPrivateKeys {
+	if !withKeys {
 		if raw, err := readRegular(filepath.Join(dir, encryptionSigFile)); err == nil {
 			if sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err == nil {
 				g.EncryptionCertSignature = sig
@@ -111,7 +133,7 @@ func loadEntry(dir, name string) *Entry {
 			}
 		}
 	}
-	if e.Meta.HasPrivateKeys {
+	if withKeys {
 		if g.SigningKey, err = readKey(filepath.Join(dir, signingKeyFile)); err != nil {
 			note("%s: %s", signingKeyFile, describe(err))
 		}
@@ -125,13 +147,21 @@ func loadEntry(dir, name string) *Entry {
 			note("the encryption key does not match the encryption certificate")
 		}
 	}
+	if !metaOK {
+		e.Meta.HasPrivateKeys = g.SigningKey != nil && g.EncryptionKey != nil
+	}
 	if len(problems) > 0 {
-		e.Problem = problems[0]
-		if len(problems) > 1 {
-			e.Problem += fmt.Sprintf(" (and %d more problems)", len(problems)-1)
-		}
+		e.Problems = problems
+		e.Problem = strings.Join(problems, "; ")
+		e.MetaOnly = !metaOK && len(problems) == metaProblems && g.Signing != nil && g.Encryption != nil &&
+			g.Validate(guardian.Policy{AllowExpired: true, AllowUntrustedRoot: true}) == nil
 	}
 	return e
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 func describe(err error) string {

@@ -109,6 +109,8 @@ func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, syscall.ENOSPC):
 		return exitFailure, "the disk is full: free some space and run the command again; nothing was changed"
+	case errors.Is(err, certstore.ErrUnrecoverable):
+		return exitVerification, "'guardctl store recover' lists what lost+found holds and what is wrong with each item"
 	case errors.Is(err, certstore.ErrNotFound):
 		return exitNotFound, "'guardctl guardian list' shows the guardians in this store (--store or GUARDCTL_STORE selects another)"
 	case errors.Is(err, certstore.ErrExists):

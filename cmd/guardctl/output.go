@@ -37,6 +37,7 @@ type guardianView struct {
 	HasPrivateKeys bool       `json:"hasPrivateKeys"`
 	Status         string     `json:"status"` // ok, warning, expiring, expired, broken
 	Problem        string     `json:"problem,omitempty"`
+	Problems       []string   `json:"problems,omitempty"` // every problem of a broken guardian; problem joins them
 	Warning        string     `json:"warning,omitempty"`
 	KeyProblem     string     `json:"keyProblem,omitempty"` // the store holds private keys guardctl cannot read out
 	DaysLeft       *int       `json:"daysLeft,omitempty"`
@@ -97,7 +98,10 @@ func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
 	}
 	switch {
 	case e.Broken():
-		v.Status, v.Problem = "broken", e.Problem
+		v.Status, v.Problem, v.Problems = "broken", e.Problem, e.Problems
+		if len(v.Problems) == 0 {
+			v.Problems = []string{e.Problem}
+		}
 	case now.After(*v.NotAfter):
 		v.Status = "expired"
 	case now.Add(certstore.ExpiringWithin).After(*v.NotAfter):

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/spf13/cobra"
@@ -12,7 +15,7 @@ func newStoreCmd(a *app) *cobra.Command {
 		Use:   "store",
 		Short: "Check and repair the guardian store",
 	}
-	cmd.AddCommand(newStoreCheckCmd(a))
+	cmd.AddCommand(newStoreCheckCmd(a), newStoreRecoverCmd(a))
 	return cmd
 }
 
@@ -38,8 +41,12 @@ do not match (a key deleted by hand, a corrupted certificate), leftovers of a
 write that was interrupted, files that are not part of a store, and keys or
 directories other users can read.
 
-With --repair, broken entries and leftovers are moved to the store's
-lost+found directory (nothing is deleted) and permissions are tightened.
+With --repair, an entry whose only problem is its metadata (guardian.json
+missing or damaged) while its certificates and keys verify as a pair gets its
+metadata rebuilt in place (a damaged guardian.json goes to lost+found); other
+broken entries and leftovers are moved to the store's lost+found directory
+(nothing is deleted) and permissions are tightened. 'guardctl store recover'
+brings a guardian back out of lost+found.
 
 On Hyper-V's store (--store hyperv) it finds registrations whose certificates
 were deleted, guardians without usable private keys, pairs Remove-HgsGuardian
@@ -113,6 +120,104 @@ when problems remain.`,
 		},
 	}
 	cmd.Flags().BoolVar(&repair, "repair", false, "move broken entries and leftovers to lost+found and fix permissions")
+	a.addDryRun(cmd)
+	return cmd
+}
+
+// lostView is the JSON output of store recover without an item.
+type lostView struct {
+	Store string               `json:"store"`
+	Items []certstore.LostItem `json:"items"`
+}
+
+func newStoreRecoverCmd(a *app) *cobra.Command {
+	var as string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "recover [ITEM|NAME] [--as NAME] [--force]",
+		Short: "List lost+found, or bring a guardian back out of it",
+		Long: `Without an argument, list what 'store check --repair' moved to the store's
+lost+found directory: each item, the guardian it holds, whether it holds
+private keys, and whether it can be recovered (its certificates, and keys when
+it has them, verify as a pair) or what is wrong with it.
+
+With ITEM (an item's name in lost+found, as listed) or NAME (the newest
+recoverable item holding that guardian), add that guardian back to the store,
+under --as NAME when given, its metadata rebuilt if need be. An existing
+guardian of the same name is replaced only with --force, and then kept in the
+trash. The lost+found item is left as it was. Works on a directory store.`,
+		Example: `  guardctl store recover
+  guardctl store recover UntrustedGuardian
+  guardctl store recover 20261125T131256.123456789Z-1a2b3c4d-host-b --as host-b-old`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := a.store()
+			if err != nil {
+				return err
+			}
+			dir, ok := st.(*certstore.Dir)
+			if !ok {
+				return usageError("store recover works on a directory store; %s has no lost+found", st.Location())
+			}
+			if len(args) == 0 {
+				if as != "" || force {
+					return usageError("--as and --force go with an item to recover")
+				}
+				items, err := dir.LostAndFound()
+				if err != nil {
+					return err
+				}
+				if items == nil {
+					items = []certstore.LostItem{}
+				}
+				if a.output == "json" {
+					return writeJSON(a.stdout, lostView{Store: dir.Location(), Items: items})
+				}
+				if len(items) == 0 {
+					a.note("guardctl: lost+found of %s is empty", dir.Location())
+					return nil
+				}
+				rows := make([][]string, 0, len(items))
+				for _, it := range items {
+					name, keys, state := it.Name, "-", "recoverable"
+					if name == "" {
+						name = "-"
+					}
+					if it.Kind == "guardian" {
+						keys = "public only"
+						if it.HasPrivateKeys {
+							keys = "private"
+						}
+					}
+					if !it.Recoverable {
+						state = "no: " + strings.Join(it.Problems, "; ")
+					}
+					rows = append(rows, []string{it.ID, name, keys, state})
+				}
+				return writeTable(a.stdout, []string{"ITEM", "GUARDIAN", "KEYS", "RECOVERABLE"}, rows)
+			}
+			if as != "" {
+				if err := validName(as); err != nil {
+					return err
+				}
+			}
+			ch, err := dir.Recover(filepath.Base(args[0]), as, force, a.dryRun)
+			if errors.Is(err, certstore.ErrNotFound) {
+				return withHint(err, exitNotFound, "'guardctl store recover' with no argument lists what lost+found holds")
+			}
+			if err != nil {
+				return err
+			}
+			a.setChanged(true)
+			if ch.ReplacedID != "" {
+				a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", ch.Entry.Name)
+			}
+			a.note("guardctl: %s guardian %q into %s; %s", a.would("recovered"), ch.Entry.Name, dir.Location(), ch.Notice)
+			return a.showGuardian(ch.Entry)
+		},
+	}
+	cmd.Flags().StringVar(&as, "as", "", "the name to give the recovered guardian")
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing guardian of the same name (it goes to the trash)")
 	a.addDryRun(cmd)
 	return cmd
 }
