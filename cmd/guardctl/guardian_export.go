@@ -63,6 +63,9 @@ kept as a .bak backup.`,
 			if err := validName(name); err != nil {
 				return err
 			}
+			if dir == "-" {
+				return usageError("--dir is the directory the files go to; standard output (-) is not one")
+			}
 			if public && (legacy || flagSet(cmd.Flags(), "password-file")) {
 				return usageError("--public writes no private keys, so it takes neither --legacy nor --password-file")
 			}

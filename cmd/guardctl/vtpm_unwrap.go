@@ -127,6 +127,9 @@ swtpm's sections becomes zeros.`,
 			if to == "" {
 				return usageError("--to PATH is required")
 			}
+			if to == "-" {
+				return usageError("--to is where the state goes, a directory or a file; standard output (-) is not one")
+			}
 			if keyOut != "" && passOut != "" {
 				return usageError("give --key-out or --passphrase-out, not both")
 			}
