@@ -116,6 +116,7 @@ func strictGroups(c *cobra.Command) {
 	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
 		c.Args = unknownCommand
 		c.SuggestionsMinimumDistance = 2
+		c.DisableFlagsInUseLine = true // alone, a group shows its help
 		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	}
 	for _, sub := range c.Commands() {
