@@ -80,8 +80,24 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		if err := s.checkTrust(); err != nil {
 			return nil, err
 		}
+	} else if s.pendingReplace() {
+		// A replacement killed half-way: finish it first, so that no
+		// reader sees its guardian missing. A reader that cannot write
+		// the store reads it as it is.
+		if unlock, err := takeLock(s.path(lockName), true, s.LockTimeout); err == nil {
+			s.finishReplaces()
+			unlock()
+		}
 	}
-	return takeLock(s.path(lockName), exclusive, s.LockTimeout)
+	unlock, err = takeLock(s.path(lockName), exclusive, s.LockTimeout)
+	if err != nil || !exclusive {
+		return unlock, err
+	}
+	if err := s.finishReplaces(); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
 }
 
 // takeLock locks the file at path, exclusive or shared, waiting at most

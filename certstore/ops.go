@@ -12,6 +12,7 @@ import (
 
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/internal/testhook"
 )
 
 // Add puts g into the store. With replace, an existing guardian of the same
@@ -49,9 +50,26 @@ func (s *Dir) add(g *guardian.Guardian, origin Origin, replace bool) (replacedID
 		return "", fmt.Errorf("writing guardian %q: %w", g.Name, err)
 	}
 	if exists {
+		// Replacing is two renames (the old entry to the trash, the new
+		// one into place). The new entry is first renamed to a name that
+		// says so, so that a run killed between the two is finished by the
+		// next one (finishReplaces): NAME is never left absent.
+		staged := s.path(tmpDir, replacePrefix+newID(time.Now())+"-"+g.Name)
+		if err := os.Rename(tmp, staged); err != nil {
+			os.RemoveAll(tmp)
+			return "", err
+		}
+		tmp = staged
+		if err := atomicfile.SyncDir(s.path(tmpDir)); err != nil {
+			os.RemoveAll(tmp)
+			return "", err
+		}
 		if replacedID, err = s.toTrash(g.Name); err != nil {
 			os.RemoveAll(tmp)
 			return "", err
+		}
+		if testhook.BetweenReplaceRenames != nil {
+			testhook.BetweenReplaceRenames()
 		}
 	}
 	if err := os.Rename(tmp, live); err != nil {
@@ -61,6 +79,56 @@ func (s *Dir) add(g *guardian.Guardian, origin Origin, replace bool) (replacedID
 		return replacedID, err
 	}
 	return replacedID, atomicfile.SyncDir(s.path(tmpDir))
+}
+
+// replacePrefix starts the name of a new entry, under .tmp, that is
+// replacing a live one: whole, and meant to be in place.
+const replacePrefix = "replace-"
+
+// finishReplaces completes replacements a killed run left between their two
+// renames (the old entry in the trash, the new one still under .tmp): the
+// new entry is put in place. One whose old entry is still live never took
+// it away, and stays a leftover for store check. The exclusive lock is held.
+func (s *Dir) finishReplaces() error {
+	names, err := readNames(s.path(tmpDir))
+	if err != nil {
+		return err
+	}
+	idLen := len(newID(time.Now()))
+	for _, n := range names {
+		if !strings.HasPrefix(n, replacePrefix) || len(n) <= len(replacePrefix)+idLen+1 {
+			continue
+		}
+		name := n[len(replacePrefix)+idLen+1:]
+		if guardian.ValidateName(name) != nil {
+			continue
+		}
+		live := s.path(guardiansDir, name)
+		if _, err := os.Lstat(live); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := os.Rename(s.path(tmpDir, n), live); err != nil {
+			return fmt.Errorf("finishing the interrupted replacement of guardian %q: %w", name, err)
+		}
+		if err := atomicfile.SyncDir(s.path(guardiansDir)); err != nil {
+			return err
+		}
+		if err := atomicfile.SyncDir(s.path(tmpDir)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pendingReplace reports whether a killed replacement waits under .tmp.
+func (s *Dir) pendingReplace() bool {
+	names, _ := readNames(s.path(tmpDir))
+	for _, n := range names {
+		if strings.HasPrefix(n, replacePrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // toTrash moves the live entry name to trash/ID/name; the lock is held.

@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
-	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 )
 
-// These tests kill every other writing command with SIGKILL at random
-// moments (GUARDCTL_CRASH_ITERATIONS sets how many times; CI runs the
-// default) and then check that nothing was lost and nothing is half-written.
+// Crash and concurrency tests: kill_test.go kills every writing command
+// with SIGKILL at random moments (GUARDCTL_CRASH_ITERATIONS sets how many
+// times; CI runs the default) and checks that nothing was lost and nothing
+// is half-written; these helpers serve it and the tests below.
 
 // mustGuardctl runs guardctl and fails the test unless it succeeds.
 func mustGuardctl(t *testing.T, store string, args ...string) string {
@@ -67,80 +67,6 @@ func requireCleanStore(t *testing.T, store string) {
 	}
 }
 
-// TestKillDuringRemoveRestore: a guardian killed in the middle of being
-// removed or restored is live or in the trash, whole, never gone.
-func TestKillDuringRemoveRestore(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
-	names := []string{"g0", "g1", "g2", "g3"}
-	for _, n := range names {
-		mustGuardctl(t, store, "guardian", "create", n, "--host", "h")
-	}
-	d := timeOf(t, guardctlCmd(t, store, "guardian", "list"))
-	for i := range crashIterations(t) {
-		n := names[i%len(names)]
-		args := []string{"guardian", "remove", n, "--yes"}
-		if _, _, code := runGuardctl(t, store, "guardian", "show", n); code != 0 {
-			args = []string{"guardian", "restore", n}
-		}
-		runOrKill(t, guardctlCmd(t, store, args...), 2*d)
-	}
-	requireCleanStore(t, store)
-	live := map[string]bool{}
-	for _, v := range listed(t, store) {
-		live[v.Name] = true
-		if v.Status != "ok" {
-			t.Errorf("%s: %s", v.Name, v.statusText())
-		}
-	}
-	out := mustGuardctl(t, store, "guardian", "list", "--removed", "-o", "json")
-	var removed []removedView
-	json.Unmarshal([]byte(out), &removed)
-	for _, r := range removed {
-		live[r.Name] = true
-	}
-	for _, n := range names {
-		if !live[n] {
-			t.Errorf("guardian %s is neither in the store nor in its trash", n)
-		}
-	}
-}
-
-// TestKillDuringGrantRevoke: a key protector being granted or revoked when
-// killed is the old version or the new one, whole and verifiable.
-func TestKillDuringGrantRevoke(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
-	dir := t.TempDir()
-	mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
-	mustGuardctl(t, store, "guardian", "create", "other", "--host", "h")
-	kp := filepath.Join(dir, "vm.kp")
-	mustGuardctl(t, store, "kp", "new", "--owner", "owner", "--out", kp)
-	key := mustGuardctl(t, store, "kp", "unwrap", kp, "--key-out", "-")
-	d := timeOf(t, guardctlCmd(t, store, "kp", "grant", kp, "--guardian", "other", "--yes", "--no-backup"))
-	mustGuardctl(t, store, "kp", "revoke", kp, "--guardian", "other", "--yes", "--no-backup")
-	ids := loadIdentities(t, store)
-	for i := range crashIterations(t) {
-		verb := []string{"grant", "revoke"}[i%2]
-		runOrKill(t, guardctlCmd(t, store, "kp", verb, kp, "--guardian", "other", "--yes", "--no-backup"), d)
-		data, err := os.ReadFile(kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := keyprotector.Parse(data)
-		if err == nil {
-			err = p.Verify(keyprotector.Policy{})
-		}
-		if err != nil {
-			t.Fatalf("run %d left a key protector that does not verify: %v", i, err)
-		}
-		got, _, err := p.Unwrap(ids)
-		if err != nil || string(got) != key {
-			t.Fatalf("run %d: the key protector no longer gives the same key: %v", i, err)
-		}
-	}
-	leftovers, _ := filepath.Glob(filepath.Join(dir, ".guardctl-tmp-*"))
-	t.Logf("%d named temporary files left by kills in the instant of a replace", len(leftovers))
-}
-
 func loadIdentities(t *testing.T, store string) []*guardian.Guardian {
 	t.Helper()
 	a := &app{storeSpec: store}
@@ -158,65 +84,6 @@ func stateOf(path string, key vtpm.Key) ([]byte, error) {
 		return nil, err
 	}
 	return vtpm.Decrypt(st.Blobs["permall"], key)
-}
-
-// TestKillDuringUnwrapAndRekey: a state being unwrapped into place, or
-// re-keyed, when killed is the old state or the new one, whole.
-func TestKillDuringUnwrapAndRekey(t *testing.T) {
-	requireTool(t, "swtpm_setup")
-	store := filepath.Join(t.TempDir(), "store")
-	dir := t.TempDir()
-	mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
-	src := filepath.Join(dir, "src")
-	os.Mkdir(src, 0o700)
-	if out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", src, "--pcr-banks", "sha256").CombinedOutput(); err != nil {
-		t.Fatalf("swtpm_setup: %v\n%s", err, out)
-	}
-	want, err := stateOf(src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := filepath.Join(dir, "vm.vtpm")
-	mustGuardctl(t, store, "vtpm", "wrap", src, "--owner", "owner", "--out", bundle)
-	to := filepath.Join(dir, "dst", "tpm2")
-	mustGuardctl(t, store, "vtpm", "unwrap", bundle, "--to", to)
-	d := timeOf(t, guardctlCmd(t, store, "vtpm", "unwrap", bundle, "--to", to, "--force"))
-	n := crashIterations(t)
-	for i := range n {
-		runOrKill(t, guardctlCmd(t, store, "vtpm", "unwrap", bundle, "--to", to, "--force"), d)
-		got, err := stateOf(to, nil)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("unwrap run %d left %s without a whole state: %v", i, to, err)
-		}
-	}
-	// The next complete run clears what killed runs left beside the target.
-	mustGuardctl(t, store, "vtpm", "unwrap", bundle, "--to", to, "--force")
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(to), ".guardctl-tmp-*")); len(left) > 0 {
-		t.Errorf("temporary state directories left: %v", left)
-	}
-
-	keys := [2]string{filepath.Join(dir, "a.key"), filepath.Join(dir, "b.key")}
-	os.WriteFile(keys[0], []byte(strings.Repeat("ab", 32)), 0o600)
-	os.WriteFile(keys[1], []byte(strings.Repeat("cd", 32)), 0o600)
-	mustGuardctl(t, store, "vtpm", "rekey", to, "--new-key-file", keys[0])
-	d = timeOf(t, guardctlCmd(t, store, "vtpm", "rekey", to, "--key-file", keys[0], "--new-key-file", keys[1]))
-	mustGuardctl(t, store, "vtpm", "rekey", to, "--key-file", keys[1], "--new-key-file", keys[0])
-	cur := 0
-	for i := range n {
-		runOrKill(t, guardctlCmd(t, store, "vtpm", "rekey", to, "--key-file", keys[cur], "--new-key-file", keys[1-cur]), d)
-		opened := -1
-		for k := range 2 {
-			raw, _ := os.ReadFile(keys[k])
-			key, _ := vtpm.ParseKeyFile(raw, "hex")
-			if got, err := stateOf(to, key); err == nil && bytes.Equal(got, want) {
-				opened = k
-			}
-		}
-		if opened < 0 {
-			t.Fatalf("rekey run %d left a state neither key opens", i)
-		}
-		cur = opened
-	}
 }
 
 // TestConcurrentMixed runs many processes doing mixed operations on one

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guardctl/guardctl/internal/testhook"
 	"github.com/rogpeppe/go-internal/testscript"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
@@ -30,8 +31,18 @@ import (
 // real processes (kills, concurrency, terminals).
 const asMainEnv = "GUARDCTL_TEST_AS_MAIN"
 
+// killAtEnv names a testhook point at which the test binary, acting as
+// guardctl, kills itself (TestKillBetweenReplaceRenames).
+const killAtEnv = "GUARDCTL_TEST_KILL_AT"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
+		if os.Getenv(killAtEnv) == "replace" {
+			testhook.BetweenReplaceRenames = func() {
+				self, _ := os.FindProcess(os.Getpid())
+				self.Kill() // SIGKILL on unix
+			}
+		}
 		os.Exit(run(os.Args[1:]))
 	}
 	testscript.Main(m, map[string]func(){

@@ -237,7 +237,10 @@ swtpm's sections becomes zeros.`,
 				// A fresh, all-zero volume holds no state: replaced
 				// without --force, and with no backup.
 				name := res.Files[0]
-				res.Backup, err = atomicfile.WriteFile(to, files[name], fileMode(modes[name]), atomicfile.Options{Overwrite: force || fresh, Backup: !fresh})
+				err = atomicfile.MkdirAll(filepath.Dir(to))
+				if err == nil {
+					res.Backup, err = atomicfile.WriteFile(to, files[name], fileMode(modes[name]), atomicfile.Options{Overwrite: force || fresh, Backup: !fresh})
+				}
 				if err == nil {
 					err = own.apply(to)
 				}
