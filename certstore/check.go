@@ -44,6 +44,10 @@ const (
 	// them; plan a new guardian.
 	FindingExpired  FindingKind = "expired"
 	FindingExpiring FindingKind = "expiring"
+	// FindingMisplaced: a guardian's certificate in LocalMachine's
+	// Personal store, where an imported PFX lands when no store is named
+	// and where Hyper-V does not look.
+	FindingMisplaced FindingKind = "misplaced"
 )
 
 // Finding is one problem in the store.

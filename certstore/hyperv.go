@@ -24,6 +24,10 @@ import (
 // or purged.
 const TrashStore = "guardctl Removed Guardians"
 
+// PersonalStore is LocalMachine's Personal store, where a PFX imported
+// without naming a store lands.
+const PersonalStore = "My"
+
 // OriginHyperV: a guardian guardctl did not add (Hyper-V Manager,
 // New-HgsGuardian or a script made it).
 const OriginHyperV Origin = "hyperv"

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/guardctl/guardctl/guardian"
 )
 
 func (s *HyperV) certPath(tp string) string { return ShieldedVMStore + `\` + tp }
@@ -152,6 +154,19 @@ func (s *HyperV) Check(repair bool) ([]Finding, error) {
 			f.Action = fmt.Sprintf("%d not registered moved to the %q store", len(gs)-left, TrashStore)
 		}
 		out = append(out, f)
+	}
+	// An imported PFX lands in Personal (My) unless a store is named.
+	personal, err := s.stores.List(PersonalStore)
+	if err != nil {
+		return out, fmt.Errorf("reading LocalMachine\\%s: %w", PersonalStore, err)
+	}
+	for _, c := range personal {
+		role, name, host, ok := subjectOf(c.Cert)
+		if !ok {
+			continue
+		}
+		out = append(out, Finding{Kind: FindingMisplaced, Name: name, Path: PersonalStore + `\` + guardian.Thumbprint(c.Cert), Warning: true,
+			Detail: fmt.Sprintf("the %s certificate of guardian (%s) (%s) is in LocalMachine\\Personal, where Hyper-V does not look: export it with its key and import the pair with 'guardctl guardian import'", role, name, host)})
 	}
 	for _, tp := range st.unknown {
 		out = append(out, Finding{Kind: FindingUnexpected, Path: s.certPath(tp), Warning: true,

@@ -503,3 +503,19 @@ func TestHyperVKeyHgsClientDoesNotUse(t *testing.T) {
 		t.Errorf("findings: %+v", f)
 	}
 }
+
+// A PFX imported without naming a store lands in Personal, where Hyper-V
+// does not look (seed 004): check says so, and leaves it there.
+func TestHyperVCertificateInPersonal(t *testing.T) {
+	s, w := newHyperV(t)
+	g := makeGuardian(t, "UntrustedGuardian", "OLDHOST", time.Time{})
+	must(t, w.Stores().Add(certstore.PersonalStore, g.Signing, g.SigningKey))
+	f := findings(t, s, true)
+	m := f[certstore.FindingMisplaced]
+	if len(m) != 1 || !m[0].Warning || m[0].Action != "" || !strings.Contains(m[0].Detail, "signing certificate of guardian (UntrustedGuardian) (OLDHOST) is in LocalMachine\\Personal") {
+		t.Fatalf("findings: %+v", f)
+	}
+	if len(w.Certificates(certstore.PersonalStore)) != 1 {
+		t.Error("repair moved it")
+	}
+}
