@@ -256,6 +256,9 @@ type rekeyResult struct {
 	KeyBits   int      `json:"keyBits,omitempty"`
 	KDF       string   `json:"kdf,omitempty"` // the new passphrase's key derivation
 	Backups   []string `json:"backups"`
+	// BackupsOpenWith says what still opens the backups kept by
+	// --keep-backup: the previous key or passphrase, or nothing (plaintext).
+	BackupsOpenWith string `json:"backupsOpenWith,omitempty"`
 	outcome
 }
 
@@ -353,6 +356,13 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 				}
 			}
 			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, KDF: string(newKDF), Backups: backup, outcome: a.outcome}
+			switch {
+			case len(backup) == 0:
+			case info.Encrypted:
+				res.BackupsOpenWith = "the previous key or passphrase"
+			default:
+				res.BackupsOpenWith = "nothing: they are the plaintext state"
+			}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
 			}

@@ -73,7 +73,12 @@ func (c *vtpmAccess) run(a *app, file string) error {
 			a.note("guardctl: %s written; the previous version is %s", file, backup)
 		}
 	}
-	_, err = a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
+	_, err = a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}), func(v *bundleView) {
+		v.Backup = backup
+		if backup != "" && c.verb == "revoke" {
+			v.BackupOpensFor = who
+		}
+	})
 	return err
 }
 

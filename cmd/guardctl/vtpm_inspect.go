@@ -21,8 +21,12 @@ type bundleView struct {
 	ManifestProblem  string `json:"manifestProblem,omitempty"`
 	// Verified: everything shown is verified (the key protector's
 	// signatures and owner, and the manifest).
-	Verified    bool `json:"verified"`
-	manifestErr error
+	Verified bool `json:"verified"`
+	// Backup is the previous bundle kept by grant, or by revoke with
+	// --keep-backup; BackupOpensFor says whom that copy still lets in.
+	Backup         string `json:"backup,omitempty"`
+	BackupOpensFor string `json:"backupOpensFor,omitempty"`
+	manifestErr    error
 	outcome
 }
 
@@ -47,7 +51,7 @@ func readBundle(path string) (*vtpm.Bundle, *keyprotector.Protector, error) {
 // protector's signatures and owner, and the manifest, which only a host that
 // can open the bundle authenticates (every payload file's AES-GCM tag covers
 // the manifest's digest).
-func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector, verr error) (bundleView, error) {
+func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector, verr error, extra ...func(*bundleView)) (bundleView, error) {
 	kv, err := a.describeKP(path, p, verr)
 	if err != nil {
 		return bundleView{}, err
@@ -72,6 +76,9 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 		}
 	}
 	v.Verified = kv.Verified && v.ManifestVerified
+	for _, f := range extra {
+		f(&v)
+	}
 	if a.output == "json" {
 		v.outcome = a.outcome
 		return v, writeJSON(a.stdout, v)
