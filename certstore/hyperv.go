@@ -214,6 +214,9 @@ func (s *HyperV) readRecords() ([]hvRecord, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("reading guardctl's Hyper-V records: %w; the machine's guardians are for administrators: run guardctl from an elevated prompt", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading guardctl's Hyper-V records: %w", err)
 	}
