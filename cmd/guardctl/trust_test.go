@@ -13,6 +13,7 @@ import (
 
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/guardctl/guardctl/vtpm"
 )
 
 // runAtOnce starts every command, then waits for all of them; it returns
@@ -129,4 +130,44 @@ func TestStoreOwner(t *testing.T) {
 	}
 	os.Chown(store, 0, 0)
 	mustGuardctl(t, store, "guardian", "show", "g")
+}
+
+// TestConcurrentBundleChanges (issue 11, item 3): vtpm grant, and vtpm
+// revoke --rotate, run two at a time on one bundle: both changes land, and
+// the bundle still opens to the same state.
+func TestConcurrentBundleChanges(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	dir := t.TempDir()
+	for _, n := range []string{"owner", "a", "b"} {
+		mustGuardctl(t, store, "guardian", "create", n, "--host", "h")
+	}
+	state, blob := smallState(t, dir)
+	bundle := filepath.Join(dir, "vm.vtpm")
+	mustGuardctl(t, store, "vtpm", "wrap", state, "--owner", "owner", "--out", bundle)
+	ids := loadIdentities(t, store)
+	byName := map[string]*guardian.Guardian{}
+	for _, g := range ids {
+		byName[g.Name] = g
+	}
+	for i := range 10 {
+		for _, args := range [][]string{{"grant"}, {"revoke", "--rotate"}} {
+			codes, errs := runAtOnce(t,
+				guardctlCmd(t, store, append([]string{"vtpm", args[0], bundle, "--guardian", "a", "--yes"}, args[1:]...)...),
+				guardctlCmd(t, store, append([]string{"vtpm", args[0], bundle, "--guardian", "b", "--yes"}, args[1:]...)...))
+			for j, c := range codes {
+				if c != 0 {
+					t.Fatalf("pair %d: vtpm %s: exit %d: %s", i, args[0], c, errs[j])
+				}
+			}
+			bundleWhole(t, bundle, ids, blob, i)
+			data, _ := os.ReadFile(bundle)
+			b, _ := vtpm.ReadBundle(data)
+			p, _ := keyprotector.Parse(b.KeyProtector)
+			for _, n := range []string{"a", "b"} {
+				if (p.Find(byName[n]) != nil) != (args[0] == "grant") {
+					t.Fatalf("pair %d: both runs of vtpm %s exited 0 but guardian %s's change is lost", i, args[0], n)
+				}
+			}
+		}
+	}
 }
