@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/guardctl/guardctl/guardian"
 )
@@ -134,5 +135,95 @@ func TestReadOfMissingStore(t *testing.T) {
 	}
 	if _, err := os.Stat(s.dir); !os.IsNotExist(err) {
 		t.Error("a read created the store")
+	}
+}
+
+// TestRebuildMetaAndRecover: an entry whose only problem is guardian.json
+// is rebuilt in place when its certificates and keys (or, public only, its
+// signature file) verify; one whose keys are gone is not taken for public
+// only, but moved aside; store recover brings a whole entry back.
+func TestRebuildMetaAndRecover(t *testing.T) {
+	s := OpenDir(filepath.Join(t.TempDir(), "store"))
+	priv := testGuardian(t, "priv")
+	pub := testGuardian(t, "pub").Public()
+	lost := testGuardian(t, "lost")
+	for _, c := range []struct {
+		g *guardian.Guardian
+		o Origin
+	}{{priv, OriginGenerated}, {pub, OriginPublic}, {lost, OriginGenerated}} {
+		if _, err := s.Add(c.g, c.o, false); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(s.path(guardiansDir, c.g.Name, metaFile), []byte("{"), 0o644)
+	}
+	os.Remove(s.path(guardiansDir, "lost", signingKeyFile))
+	os.Remove(s.path(guardiansDir, "lost", encryptionKeyFile))
+	e, _ := s.Get("priv")
+	if !e.Broken() || !e.MetaOnly || !e.Meta.HasPrivateKeys || !e.Guardian.HasPrivateKeys() {
+		t.Fatalf("priv with damaged metadata: %+v", e)
+	}
+	if e, _ := s.Get("lost"); e.MetaOnly {
+		t.Fatal("an entry whose keys are gone was taken for public only")
+	}
+	findings, err := s.Check(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(findings) != 3 {
+		t.Fatalf("findings: %+v", findings)
+	}
+	for _, n := range []string{"priv", "pub"} {
+		e, _ := s.Get(n)
+		if e.Broken() || e.Meta.Origin != OriginRecovered {
+			t.Errorf("%s after repair: %+v", n, e)
+		}
+	}
+	if e, _ := s.Get("priv"); !e.Guardian.SigningKey.Equal(priv.SigningKey) {
+		t.Error("priv's key changed")
+	}
+	if e, _ := s.Get("pub"); e.Meta.HasPrivateKeys || e.Guardian.EncryptionCertSignature == nil {
+		t.Error("pub lost its signature or gained keys")
+	}
+	if _, err := s.Get("lost"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("lost is still in place: %v", err)
+	}
+	items, err := s.LostAndFound()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lostItem *LostItem
+	for i, it := range items {
+		if it.Name == "lost" {
+			lostItem = &items[i]
+		}
+	}
+	if lostItem == nil || lostItem.Recoverable {
+		t.Fatalf("lost+found: %+v", items)
+	}
+	if _, err := s.Recover("lost", "", false, false); !errors.Is(err, ErrUnrecoverable) {
+		t.Errorf("recovering an entry without its keys: %v", err)
+	}
+	// A whole entry left by an interrupted write comes back.
+	if err := os.Rename(s.path(guardiansDir, "priv"), s.path(tmpDir, newID(time.Now())+"-priv")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Check(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recover("priv", "", false, true); err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	if _, err := s.Get("priv"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a dry run recovered")
+	}
+	ch, err := s.Recover("priv", "", false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Entry.Broken() || !ch.Entry.Guardian.EncryptionKey.Equal(priv.EncryptionKey) {
+		t.Errorf("recovered: %+v", ch.Entry)
+	}
+	if _, err := s.Recover("priv", "", false, false); !errors.Is(err, ErrExists) {
+		t.Errorf("recovering over an existing guardian: %v", err)
 	}
 }

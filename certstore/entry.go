@@ -153,7 +153,10 @@ func loadEntry(dir, name string) *Entry {
 	if len(problems) > 0 {
 		e.Problems = problems
 		e.Problem = strings.Join(problems, "; ")
+		// Without keys, only a public-only guardian's signature file says
+		// the entry was public only, rather than one whose keys are lost.
 		e.MetaOnly = !metaOK && len(problems) == metaProblems && g.Signing != nil && g.Encryption != nil &&
+			(g.HasPrivateKeys() || g.EncryptionCertSignature != nil) &&
 			g.Validate(guardian.Policy{AllowExpired: true, AllowUntrustedRoot: true}) == nil
 	}
 	return e
