@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -257,6 +258,9 @@ func parseAnsibleJSON(t *testing.T, out []byte) ansibleRun {
 	}
 	var run ansibleRun
 	run.stats = doc.Stats
+	if len(doc.Stats) == 0 {
+		t.Fatalf("ansible ran on no host:\n%s", out)
+	}
 	for host, s := range doc.Stats {
 		if s.Failures+s.Unreachable > 0 {
 			t.Fatalf("%s: %d failed, %d unreachable\n%s", host, s.Failures, s.Unreachable, out)
@@ -335,4 +339,114 @@ func diffDigest(a, b map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestAnsibleModules runs the guardian module with a PFX password (which
+// must appear nowhere in ansible's output) and the vtpm_state module on a
+// state the real swtpm made: changed, then unchanged; check mode predicts an
+// unwrap and writes nothing; the real unwrap does it; then nothing changes.
+func TestAnsibleModules(t *testing.T) {
+	requireTool(t, "ansible-playbook")
+	requireTool(t, "swtpm_setup")
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := t.TempDir()
+	bin := filepath.Join(w, "guardctl")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	coll := filepath.Join(w, "collections", "ansible_collections", "guardctl")
+	if err := os.MkdirAll(coll, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "ansible"), filepath.Join(coll, "guardctl")); err != nil {
+		t.Fatal(err)
+	}
+	const password = "correct-horse-battery-staple-42"
+	src := filepath.Join(w, "src")
+	pwFile := filepath.Join(w, "pw")
+	os.WriteFile(pwFile, []byte(password), 0o600)
+	for _, args := range [][]string{
+		{"--store", src, "guardian", "create", "owner", "--host", "h"},
+		{"--store", src, "guardian", "export", "owner", "--dir", filepath.Join(w, "pfx"), "--password-file", pwFile},
+	} {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("guardctl %v: %v\n%s", args, err, out)
+		}
+	}
+	os.Remove(pwFile)
+	if err := os.WriteFile(filepath.Join(w, "vm.pass"), []byte("state passphrase"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(w, "vm"), 0o700)
+	if out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", filepath.Join(w, "vm"), "--createek", "--pcr-banks", "sha256",
+		"--pwdfile", filepath.Join(w, "vm.pass"), "--cipher", "aes-256-cbc").CombinedOutput(); err != nil {
+		t.Fatalf("swtpm_setup: %v\n%s", err, out)
+	}
+	inv := filepath.Join(w, "inventory.ini")
+	os.WriteFile(inv, []byte("node ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n"), 0o644)
+	playbook := func(extra ...string) (ansibleRun, string) {
+		t.Helper()
+		args := append([]string{"-i", inv, "testdata/ansible-modules.yml", "-e", "work=" + w, "-e", "guardctl_binary=" + bin,
+			"-e", "pfx_password=" + password}, extra...)
+		cmd := exec.Command("ansible-playbook", args...)
+		cmd.Env = append(os.Environ(),
+			"ANSIBLE_COLLECTIONS_PATH="+filepath.Join(w, "collections"),
+			"ANSIBLE_STDOUT_CALLBACK=json",
+			"ANSIBLE_LOCAL_TEMP="+filepath.Join(w, "ansible-tmp"),
+			"ANSIBLE_REMOTE_TMP="+filepath.Join(w, "ansible-tmp"),
+			"ANSIBLE_NOCOLOR=1",
+			"HOME="+w,
+			"GUARDCTL_STORE=", "GUARDCTL_PASSWORD=")
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			t.Fatalf("ansible-playbook %v: %v\n%s\n%s", extra, err, out, stderr)
+		}
+		return parseAnsibleJSON(t, out), string(out)
+	}
+	first, out := playbook()
+	want := []string{
+		"node | The owner guardian is imported from its PFX pair | ",
+		"node | The state is wrapped for the owner | ",
+	}
+	if !slices.Equal(first.changes, want) {
+		t.Fatalf("the first run changed %q, want %q\n%s", first.changes, want, out)
+	}
+	// The password was a module argument on the command line of
+	// ansible-playbook only; the module marks it no_log.
+	if strings.Contains(out, password) {
+		t.Fatal("ansible's output shows the PFX password")
+	}
+	if again, _ := playbook(); again.changed() != 0 {
+		t.Fatalf("a second run changed %v", again.changes)
+	}
+	vm2 := filepath.Join(w, "vm2")
+	predicted, _ := playbook("-e", "unwrap=true", "--check")
+	if _, err := os.Stat(vm2); err == nil {
+		t.Fatal("check mode unwrapped the state")
+	}
+	actual, _ := playbook("-e", "unwrap=true")
+	unwrap := []string{"node | The state is unwrapped elsewhere | "}
+	if !slices.Equal(predicted.changes, unwrap) || !slices.Equal(actual.changes, unwrap) {
+		t.Fatalf("check mode predicted %q, the run changed %q; want %q", predicted.changes, actual.changes, unwrap)
+	}
+	for _, f := range []string{"tpm2-00.permall"} {
+		a, _ := os.ReadFile(filepath.Join(w, "vm", f))
+		b, err := os.ReadFile(filepath.Join(vm2, f))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("%s differs after the unwrap (%v)", f, err)
+		}
+	}
+	if p, err := os.ReadFile(filepath.Join(w, "vm2.pass")); err != nil || string(p) != "state passphrase" {
+		t.Fatalf("the passphrase unwrapped is %q (%v)", p, err)
+	}
+	if again, _ := playbook("-e", "unwrap=true"); again.changed() != 0 {
+		t.Fatalf("a run after the unwrap changed %v", again.changes)
+	}
 }
