@@ -479,10 +479,10 @@ func (g *hvGuardian) diagnose() {
 		g.problem = fmt.Sprintf("registered with HgsClient, but its %s certificate %s is gone from %s (Hyper-V then fails with \"an error occurred while applying security changes\")", role(g.sig == nil), tp, ShieldedVMStore)
 		return
 	case g.sig == nil && g.enc == nil:
-		g.problem = fmt.Sprintf("guardctl added it, but both its certificates are gone from %s", ShieldedVMStore)
+		g.problem = fmt.Sprintf("guardctl's record of it remains, but both its certificates are gone from %s", ShieldedVMStore)
 		return
 	case g.sig == nil || g.enc == nil:
-		g.problem = fmt.Sprintf("a %s certificate whose %s certificate is not in %s", role(g.sig != nil), role(g.sig == nil), ShieldedVMStore)
+		g.problem = fmt.Sprintf("lone %s certificate: its %s certificate is not in %s", role(g.sig != nil), role(g.sig == nil), ShieldedVMStore)
 		return
 	}
 	for _, c := range []struct {
@@ -504,7 +504,7 @@ func (g *hvGuardian) diagnose() {
 	}
 	switch {
 	case g.pending:
-		g.warning = "not registered with HgsClient yet (HgsClient was missing when it was added); 'guardctl store check --repair' registers it"
+		g.warning = "not registered with HgsClient yet (HgsClient was missing, or guardctl was interrupted); 'guardctl store check --repair' registers it"
 	case g.leftover:
 		g.warning = "not registered with HgsClient: a pair Remove-HgsGuardian left behind; 'guardctl store check --repair' moves it to the trash"
 	case g.reg != nil && g.name != g.reg.Name:
@@ -780,6 +780,22 @@ func (s *HyperV) Remove(name string, purge bool) (string, error) {
 	return "", nil
 }
 
+// ownPart reports whether every certificate g names (in the store or
+// only in guardctl's record of it) is one of r's.
+func ownPart(g *hvGuardian, r *hvRemoved) bool {
+	n := 0
+	for _, tp := range []string{g.sigTP, g.encTP} {
+		if tp == "" {
+			continue
+		}
+		if tp != r.Signing && tp != r.Encryption {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
 func (s *HyperV) removed() ([]hvRemoved, error) {
 	des, err := os.ReadDir(filepath.Join(s.stateDir, hvTrashDir))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -820,7 +836,7 @@ func (s *HyperV) Trash() ([]Removed, error) {
 	}
 	out := make([]Removed, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, Removed{Name: r.Name, ID: r.ID, RemovedAt: r.RemovedAt})
+		out = append(out, Removed{Name: r.Name, ID: r.ID, RemovedAt: r.RemovedAt, Signing: r.Signing, Encryption: r.Encryption})
 	}
 	return out, nil
 }
@@ -852,9 +868,10 @@ func (s *HyperV) Restore(name string) (*Change, error) {
 			break
 		}
 	}
-	// A guardian has the name now, unless it is this one's own pair put
-	// back by hand and not registered.
-	if live := st.find(name); live != nil && (r == nil || live.reg != nil || live.sigTP != r.Signing || live.encTP != r.Encryption) {
+	// A guardian has the name now, unless it is (part of) this one's own
+	// pair, not registered: put back by hand, or left by a removal that
+	// was interrupted.
+	if live := st.find(name); live != nil && (r == nil || live.reg != nil || !ownPart(live, r)) {
 		return nil, fmt.Errorf("guardian %q %w; remove or rename it before restoring", name, ErrExists)
 	}
 	if r == nil {
@@ -882,8 +899,22 @@ func (s *HyperV) Restore(name string) (*Change, error) {
 			return nil, fmt.Errorf("guardian %q cannot be restored: its certificate %s is in neither %s nor %q (it was already gone when the guardian was removed); import its PFX pair instead ('guardctl guardian import %s --dir DIR')", name, tp, ShieldedVMStore, TrashStore, name)
 		}
 	}
+	// The record keeps the name the guardian had, and says it is to be
+	// registered before the trash record goes: a restore interrupted from
+	// here on is finished by 'store check --repair', which registers it.
+	rec := hvRecord{Name: name, Signing: r.Signing, Encryption: r.Encryption, Origin: OriginHyperV}
+	if r.Record != nil {
+		rec = *r.Record
+		rec.Name = name
+	}
+	rec.Pending = r.Registered
+	if err := s.setRecord(r.Signing, r.Encryption, &rec); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(filepath.Join(s.stateDir, hvTrashDir, r.ID+".json")); err != nil {
+		return nil, err
+	}
 	ch := &Change{}
-	registered := false
 	if r.Registered {
 		hgsName := name
 		if r.HgsName != "" {
@@ -892,23 +923,13 @@ func (s *HyperV) Restore(name string) (*Change, error) {
 		if err := s.registry.Register(hgsName, r.Signing, r.Encryption); errors.Is(err, ErrNoHgsClient) {
 			ch.Notice = noHgsNotice(name)
 		} else if err != nil {
-			return nil, fmt.Errorf("registering guardian %q with HgsClient again: %w (its certificates are back in %s)", name, err, ShieldedVMStore)
+			return nil, fmt.Errorf("registering guardian %q with HgsClient again: %w (its certificates are back in %s; 'guardctl store check --repair' tries again)", name, err, ShieldedVMStore)
 		} else {
-			registered = true
+			rec.Pending = false
+			if err := s.setRecord(r.Signing, r.Encryption, &rec); err != nil {
+				return nil, err
+			}
 		}
-	}
-	// The record keeps the name the guardian had, registered or not.
-	rec := hvRecord{Name: name, Signing: r.Signing, Encryption: r.Encryption, Origin: OriginHyperV}
-	if r.Record != nil {
-		rec = *r.Record
-		rec.Name = name
-	}
-	rec.Pending = r.Registered && !registered
-	if err := s.setRecord(r.Signing, r.Encryption, &rec); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(filepath.Join(s.stateDir, hvTrashDir, r.ID+".json")); err != nil {
-		return nil, err
 	}
 	if st, err = s.load(); err != nil {
 		return nil, err

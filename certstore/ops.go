@@ -235,6 +235,9 @@ type Removed struct {
 	Name      string
 	ID        string
 	RemovedAt time.Time
+	// Signing and Encryption are the removed guardian's thumbprints where
+	// the store records them (Hyper-V's does), else empty.
+	Signing, Encryption string
 }
 
 // Trash lists removed guardians, newest first.

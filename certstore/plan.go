@@ -1,6 +1,7 @@
 package certstore
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -57,21 +58,50 @@ func PlanRemove(s Store, name string) (Plan, error) {
 }
 
 // PlanRestore says what Restore(name) would do: ErrExists when a guardian
-// has that name now, ErrNotFound when the trash holds none, else a change.
+// has that name now (unless it is only what is left of the removed one
+// itself, as an interrupted removal in Hyper-V's store leaves it),
+// ErrNotFound when the trash holds none, else a change.
 func PlanRestore(s Store, name string) (Plan, error) {
-	if e, err := s.Get(name); err == nil {
-		return Plan{Existing: e}, fmt.Errorf("guardian %q %w; remove or rename it before restoring", name, ErrExists)
-	} else if !errors.Is(err, ErrNotFound) {
-		return Plan{}, err
-	}
 	removed, err := s.Trash()
 	if err != nil {
 		return Plan{}, err
 	}
-	for _, r := range removed {
-		if r.Name == name {
-			return Plan{Changed: true}, nil
+	var newest *Removed
+	for i := range removed {
+		if removed[i].Name == name {
+			newest = &removed[i]
+			break
 		}
 	}
-	return Plan{}, fmt.Errorf("removed guardian %q %w in the trash of %s", name, ErrNotFound, s.Location())
+	if e, err := s.Get(name); err == nil {
+		if newest == nil || !leftOf(e, newest) {
+			return Plan{Existing: e}, fmt.Errorf("guardian %q %w; remove or rename it before restoring", name, ErrExists)
+		}
+		return Plan{Changed: true, Existing: e}, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return Plan{}, err
+	}
+	if newest == nil {
+		return Plan{}, fmt.Errorf("removed guardian %q %w in the trash of %s", name, ErrNotFound, s.Location())
+	}
+	return Plan{Changed: true}, nil
+}
+
+// leftOf reports whether e is only what is left of the removed guardian
+// r: a store that records r's thumbprints, e not usable as it is (it has a
+// warning or a problem), and each certificate e still has one of r's (or
+// none at all).
+func leftOf(e *Entry, r *Removed) bool {
+	if r.Signing == "" || (e.Problem == "" && e.Warning == "") {
+		return false
+	}
+	for _, c := range []*x509.Certificate{e.Guardian.Signing, e.Guardian.Encryption} {
+		if c == nil {
+			continue
+		}
+		if tp := guardian.Thumbprint(c); tp != r.Signing && tp != r.Encryption {
+			return false
+		}
+	}
+	return true
 }
