@@ -28,6 +28,9 @@ func TestSilentTerminal(t *testing.T) {
 		{[]string{"guardian", "remove", "g"}, "pass --yes to confirm"},
 		{[]string{"guardian", "export", "g", "--dir", t.TempDir()}, "pass --password-file FILE"},
 	} {
+		// The clock starts before guardctl does, so that the time it
+		// waited is never over-counted by a slow start.
+		start := time.Now()
 		cmd, screen, _ := startOnTerminal(t, store, tc.args...)
 		var mu sync.Mutex
 		var seen bytes.Buffer
@@ -46,7 +49,6 @@ func TestSilentTerminal(t *testing.T) {
 			}
 		}()
 		done := make(chan error, 1)
-		start := time.Now()
 		go func() { done <- cmd.Wait() }()
 		var err error
 		select {
