@@ -27,6 +27,8 @@ type LostItem struct {
 	// Name is the guardian it holds, as store recover names it.
 	Name           string `json:"name,omitempty"`
 	HasPrivateKeys bool   `json:"hasPrivateKeys"`
+	// PrivateKeys counts the private keys that could be read (0 to 2).
+	PrivateKeys int `json:"privateKeys"`
 	// Recoverable: its certificates (and keys) verify as a pair, so store
 	// recover can bring it back; otherwise Problems says why not.
 	Recoverable bool     `json:"recoverable"`
@@ -103,6 +105,11 @@ func (s *Dir) lostItem(id string) LostItem {
 	e := loadEntry(p, it.Name)
 	it.entry = e
 	it.HasPrivateKeys = e.Meta.HasPrivateKeys
+	for _, k := range []bool{e.Guardian.SigningKey != nil, e.Guardian.EncryptionKey != nil} {
+		if k {
+			it.PrivateKeys++
+		}
+	}
 	it.Recoverable = !e.Broken() || e.MetaOnly
 	if !it.Recoverable {
 		it.Problems = e.Problems

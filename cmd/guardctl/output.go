@@ -46,6 +46,8 @@ type guardianView struct {
 	NotAfter       *time.Time `json:"notAfter,omitempty"`
 	Signing        *certView  `json:"signing"`
 	Encryption     *certView  `json:"encryption"`
+
+	keysRead int // private keys read, for a broken entry's Keys column
 }
 
 func newCertView(c *x509.Certificate, hasKey bool) *certView {
@@ -85,6 +87,11 @@ func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
 	}
 	if e.KeyErr != nil {
 		v.KeyProblem = e.KeyErr.Error()
+	}
+	for _, k := range []bool{g.SigningKey != nil, g.EncryptionKey != nil} {
+		if k {
+			v.keysRead++
+		}
 	}
 	if !e.Meta.AddedAt.IsZero() {
 		t := e.Meta.AddedAt
@@ -131,8 +138,11 @@ func (v guardianView) statusText() string {
 }
 
 func (v guardianView) keysText() string {
-	if v.HasPrivateKeys {
+	switch {
+	case v.HasPrivateKeys:
 		return "private"
+	case v.keysRead > 0:
+		return "one private key" // a broken entry: what is really there
 	}
 	return "public only"
 }

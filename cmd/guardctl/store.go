@@ -184,10 +184,7 @@ trash. The lost+found item is left as it was. Works on a directory store.`,
 						name = "-"
 					}
 					if it.Kind == "guardian" {
-						keys = "public only"
-						if it.HasPrivateKeys {
-							keys = "private"
-						}
+						keys = [...]string{"public only", "one private key", "private"}[it.PrivateKeys]
 					}
 					if !it.Recoverable {
 						state = "no: " + strings.Join(it.Problems, "; ")
