@@ -34,6 +34,7 @@ type kpChange struct {
 type kpFileResult struct {
 	File    string `json:"file"`
 	Changed bool   `json:"changed"`
+	DryRun  bool   `json:"dryRun,omitempty"`
 	Backup  string `json:"backup,omitempty"`
 	// BackupOpensFor says who the backup of a revoke still lets unwrap.
 	BackupOpensFor string `json:"backupOpensFor,omitempty"`
@@ -220,7 +221,7 @@ func (c *kpChange) report(a *app, results []kpFileResult, who string) {
 // apply changes one file: read, verify, change and replace it, under a
 // lock on the file (keyprotector.GrantFile, RevokeFile).
 func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guardian, who string, batch *keyprotector.Batch) kpFileResult {
-	res := kpFileResult{File: file}
+	res := kpFileResult{File: file, DryRun: c.dryRun}
 	opt := keyprotector.FileOptions{Policy: keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}, DryRun: c.dryRun, Batch: batch}
 	var r keyprotector.FileResult
 	var err error
