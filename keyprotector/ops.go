@@ -338,12 +338,14 @@ func (p *Protector) grant(identities []*guardian.Guardian, g *guardian.Guardian,
 	if err != nil {
 		return false, nil, err
 	}
+	// A guardian that has access already changes nothing, and costs no
+	// private-key operation (as Revoke of one that has none).
+	if p.Find(g) != nil {
+		return false, nil, nil
+	}
 	key, _, err := p.Unwrap(identities)
 	if err != nil {
 		return false, nil, err
-	}
-	if p.Find(g) != nil {
-		return false, nil, nil
 	}
 	if err := p.addWrapping(owner, g, key, b); err != nil {
 		return false, nil, err
