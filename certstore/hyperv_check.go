@@ -113,7 +113,10 @@ func (s *HyperV) Check(repair bool) ([]Finding, error) {
 		}
 		switch {
 		case now.After(end):
-			out = append(out, Finding{Kind: FindingExpired, Name: g.name, Path: g.path(s),
+			// A warning, not a problem: Hyper-V still starts the VMs, and
+			// nothing --repair could do changes it, so a script's check
+			// must not fail on it for ever.
+			out = append(out, Finding{Kind: FindingExpired, Name: g.name, Path: g.path(s), Warning: true,
 				Detail: fmt.Sprintf("its certificates expired on %s; Hyper-V still unwraps with them, but new key protectors need -AllowExpired: create a new guardian and grant it to the VMs", end.UTC().Format(time.DateOnly))})
 		case now.Add(ExpiringWithin).After(end):
 			out = append(out, Finding{Kind: FindingExpiring, Name: g.name, Path: g.path(s), Warning: true,

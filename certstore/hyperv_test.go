@@ -418,7 +418,7 @@ func TestHyperVExpiry(t *testing.T) {
 	must(t, w.Install("old", old))
 	must(t, w.Install("soon", soon))
 	f := findings(t, s, true)
-	if e := f[certstore.FindingExpired]; len(e) != 1 || e[0].Name != "old" || e[0].Warning {
+	if e := f[certstore.FindingExpired]; len(e) != 1 || e[0].Name != "old" || !e[0].Warning {
 		t.Errorf("expired: %+v", e)
 	}
 	if e := f[certstore.FindingExpiring]; len(e) != 1 || e[0].Name != "soon" || !e[0].Warning || !strings.Contains(e[0].Detail, "in 19 days") && !strings.Contains(e[0].Detail, "in 20 days") {
