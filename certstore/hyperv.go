@@ -185,6 +185,19 @@ func (s *HyperV) lock(exclusive bool) (func(), error) {
 	return takeLock(filepath.Join(s.stateDir, lockName), exclusive, s.LockTimeout)
 }
 
+// locked takes the lock and reads the store under it: every operation
+// starts so. The caller runs unlock when it is done with st.
+func (s *HyperV) locked(exclusive bool) (st *hvState, unlock func(), err error) {
+	if unlock, err = s.lock(exclusive); err != nil {
+		return nil, nil, err
+	}
+	if st, err = s.load(); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return st, unlock, nil
+}
+
 // load reads the store, the registrations and guardctl's records, and
 // works out the guardians.
 func (s *HyperV) load() (*hvState, error) {
@@ -565,15 +578,11 @@ func (st *hvState) find(name string) *hvGuardian {
 
 // List reads every guardian, broken ones included, sorted by name.
 func (s *HyperV) List() ([]*Entry, error) {
-	unlock, err := s.lock(false)
+	st, unlock, err := s.locked(false)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return nil, err
-	}
 	out := make([]*Entry, 0, len(st.gs))
 	for _, g := range st.gs {
 		out = append(out, s.entry(g))
@@ -586,15 +595,11 @@ func (s *HyperV) Get(name string) (*Entry, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return nil, err
 	}
-	unlock, err := s.lock(false)
+	st, unlock, err := s.locked(false)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return nil, err
-	}
 	g := st.find(name)
 	if g == nil {
 		return nil, s.notFound(name)
@@ -617,15 +622,11 @@ func (s *HyperV) Add(g *guardian.Guardian, origin Origin, replace bool) (*Change
 	if g.Signing == nil || g.Encryption == nil {
 		return nil, fmt.Errorf("guardian %q lacks a certificate", g.Name)
 	}
-	unlock, err := s.lock(true)
+	st, unlock, err := s.locked(true)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return nil, err
-	}
 	ch := &Change{}
 	if old := st.find(g.Name); old != nil {
 		if !replace {
@@ -748,15 +749,11 @@ func (s *HyperV) Remove(name string, purge bool) (string, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return "", err
 	}
-	unlock, err := s.lock(true)
+	st, unlock, err := s.locked(true)
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return "", err
-	}
 	g := st.find(name)
 	if g == nil {
 		return "", s.notFound(name)
@@ -848,15 +845,11 @@ func (s *HyperV) Restore(name string) (*Change, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return nil, err
 	}
-	unlock, err := s.lock(true)
+	st, unlock, err := s.locked(true)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return nil, err
-	}
 	rs, err := s.removed()
 	if err != nil {
 		return nil, err

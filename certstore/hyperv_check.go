@@ -32,15 +32,11 @@ func (s *HyperV) Check(repair bool) ([]Finding, error) {
 			return found, err
 		}
 	}
-	unlock, err := s.lock(repair)
+	st, unlock, err := s.locked(repair)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return nil, err
-	}
 	now := s.Now()
 	var out []Finding
 	moved := map[*hvGuardian]bool{}
