@@ -52,14 +52,7 @@ func TestAnsibleCluster(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", src, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	// The collection is found as guardctl.guardctl under a collections path.
-	coll := filepath.Join(w, "collections", "ansible_collections", "guardctl")
-	if err := os.MkdirAll(coll, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(root, "ansible"), filepath.Join(coll, "guardctl")); err != nil {
-		t.Fatal(err)
-	}
+	linkCollection(t, root, w)
 	var nodes []ansibleNode
 	for i := 1; i <= 4; i++ {
 		nodes = append(nodes, ansibleNode{name: fmt.Sprintf("node%d", i), dir: filepath.Join(w, fmt.Sprintf("node%d", i))})
@@ -357,13 +350,7 @@ func TestAnsibleModules(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	coll := filepath.Join(w, "collections", "ansible_collections", "guardctl")
-	if err := os.MkdirAll(coll, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(root, "ansible"), filepath.Join(coll, "guardctl")); err != nil {
-		t.Fatal(err)
-	}
+	linkCollection(t, root, w)
 	const password = "correct-horse-battery-staple-42"
 	src := filepath.Join(w, "src")
 	pwFile := filepath.Join(w, "pw")
@@ -448,5 +435,55 @@ func TestAnsibleModules(t *testing.T) {
 	}
 	if again, _ := playbook("-e", "unwrap=true"); again.changed() != 0 {
 		t.Fatalf("a run after the unwrap changed %v", again.changes)
+	}
+}
+
+// linkCollection makes the repository's ansible/ the collection
+// guardctl.guardctl under w/collections, the ANSIBLE_COLLECTIONS_PATH the
+// tests give ansible.
+func linkCollection(t *testing.T, root, w string) {
+	t.Helper()
+	coll := filepath.Join(w, "collections", "ansible_collections", "guardctl")
+	if err := os.MkdirAll(coll, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "ansible"), filepath.Join(coll, "guardctl")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAnsibleDocs has ansible-doc read every module's documentation, as
+// ansible-galaxy and a user's `ansible-doc guardctl.guardctl.guardian` do:
+// it must parse, and the shared options (the doc fragment) must be there.
+func TestAnsibleDocs(t *testing.T) {
+	requireTool(t, "ansible-doc")
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := t.TempDir()
+	linkCollection(t, root, w)
+	for _, m := range []string{"guardian", "key_protector", "vtpm_state"} {
+		cmd := exec.Command("ansible-doc", "--json", "guardctl.guardctl."+m)
+		cmd.Env = append(os.Environ(), "ANSIBLE_COLLECTIONS_PATH="+filepath.Join(w, "collections"))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Errorf("ansible-doc %s: %v\n%s", m, err, out)
+			continue
+		}
+		var doc map[string]struct {
+			Doc struct {
+				Options map[string]any `json:"options"`
+			} `json:"doc"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("ansible-doc %s: %v", m, err)
+		}
+		opts := doc["guardctl.guardctl."+m].Doc.Options
+		for _, o := range []string{"binary", "store"} {
+			if _, ok := opts[o]; !ok {
+				t.Errorf("ansible-doc %s: no option %q in %v", m, o, opts)
+			}
+		}
 	}
 }

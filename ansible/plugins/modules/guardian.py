@@ -16,7 +16,7 @@ description:
     by running the C(guardctl) binary on the managed node.
   - Whether anything changed is what guardctl reports in its JSON output. Importing a guardian the
     store already holds with the same thumbprints changes nothing.
-  - In check mode guardctl runs with C(--dry-run): it reads and checks everything, writes nothing,
+  - In check mode guardctl runs with C(--dry-run), so it reads and checks everything, writes nothing,
     and reports what it would change.
 version_added: 0.1.0
 author: guardctl authors
@@ -79,15 +79,8 @@ options:
     description: With I(state=absent), delete the guardian instead of moving it to the trash.
     type: bool
     default: false
-  binary:
-    description: The guardctl binary, a path or a name looked up on C(PATH).
-    type: str
-    default: guardctl
-  store:
-    description: The guardian store (C(--store)); guardctl's default when not given.
-    type: str
-notes:
-  - Supports check mode.
+extends_documentation_fragment:
+  - guardctl.guardctl.guardctl
 '''
 
 EXAMPLES = r'''

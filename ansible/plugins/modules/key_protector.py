@@ -53,15 +53,8 @@ options:
     description: Accept expired guardian certificates.
     type: bool
     default: false
-  binary:
-    description: The guardctl binary, a path or a name looked up on C(PATH).
-    type: str
-    default: guardctl
-  store:
-    description: The guardian store (C(--store)); guardctl's default when not given.
-    type: str
-notes:
-  - Supports check mode.
+extends_documentation_fragment:
+  - guardctl.guardctl.guardctl
 '''
 
 EXAMPLES = r'''

@@ -72,15 +72,8 @@ options:
     description: Replace a bundle or state that holds something else (the old one is kept as a backup).
     type: bool
     default: false
-  binary:
-    description: The guardctl binary, a path or a name looked up on C(PATH).
-    type: str
-    default: guardctl
-  store:
-    description: The guardian store (C(--store)); guardctl's default when not given.
-    type: str
-notes:
-  - Supports check mode.
+extends_documentation_fragment:
+  - guardctl.guardctl.guardctl
 '''
 
 EXAMPLES = r'''
