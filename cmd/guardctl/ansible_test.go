@@ -43,16 +43,7 @@ type ansibleRun struct {
 // changes.
 func TestAnsibleCluster(t *testing.T) {
 	requireTool(t, "ansible-playbook")
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := t.TempDir()
-	src := filepath.Join(w, "guardctl")
-	if out, err := exec.Command("go", "build", "-o", src, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	linkCollection(t, root, w)
+	root, w, src := ansibleWorkspace(t)
 	var nodes []ansibleNode
 	for i := 1; i <= 4; i++ {
 		nodes = append(nodes, ansibleNode{name: fmt.Sprintf("node%d", i), dir: filepath.Join(w, fmt.Sprintf("node%d", i))})
@@ -341,16 +332,7 @@ func diffDigest(a, b map[string]string) []string {
 func TestAnsibleModules(t *testing.T) {
 	requireTool(t, "ansible-playbook")
 	requireTool(t, "swtpm_setup")
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := t.TempDir()
-	bin := filepath.Join(w, "guardctl")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	linkCollection(t, root, w)
+	_, w, bin := ansibleWorkspace(t)
 	const password = "correct-horse-battery-staple-42"
 	src := filepath.Join(w, "src")
 	pwFile := filepath.Join(w, "pw")
@@ -438,11 +420,28 @@ func TestAnsibleModules(t *testing.T) {
 	}
 }
 
-// linkCollection makes the repository's ansible/ the collection
-// guardctl.guardctl under w/collections, the ANSIBLE_COLLECTIONS_PATH the
-// tests give ansible.
-func linkCollection(t *testing.T, root, w string) {
+// ansibleWorkspace builds guardctl into a new workspace w, with the
+// collection linked there (see linkCollection); root is the repository.
+func ansibleWorkspace(t *testing.T) (root, w, bin string) {
 	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = linkCollection(t, root)
+	bin = filepath.Join(w, "guardctl")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return root, w, bin
+}
+
+// linkCollection makes a workspace w in which the repository's ansible/ is
+// the collection guardctl.guardctl under w/collections, the
+// ANSIBLE_COLLECTIONS_PATH the tests give ansible.
+func linkCollection(t *testing.T, root string) (w string) {
+	t.Helper()
+	w = t.TempDir()
 	coll := filepath.Join(w, "collections", "ansible_collections", "guardctl")
 	if err := os.MkdirAll(coll, 0o755); err != nil {
 		t.Fatal(err)
@@ -450,6 +449,7 @@ func linkCollection(t *testing.T, root, w string) {
 	if err := os.Symlink(filepath.Join(root, "ansible"), filepath.Join(coll, "guardctl")); err != nil {
 		t.Fatal(err)
 	}
+	return w
 }
 
 // TestAnsibleDocs has ansible-doc read every module's documentation, as
@@ -461,8 +461,7 @@ func TestAnsibleDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := t.TempDir()
-	linkCollection(t, root, w)
+	w := linkCollection(t, root)
 	for _, m := range []string{"guardian", "key_protector", "vtpm_state"} {
 		cmd := exec.Command("ansible-doc", "--json", "guardctl.guardctl."+m)
 		cmd.Env = append(os.Environ(), "ANSIBLE_COLLECTIONS_PATH="+filepath.Join(w, "collections"))
