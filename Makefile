@@ -25,7 +25,7 @@ build:
 # (mingw-w64 builds its ProcessPrng shim); ansible-core runs the collection;
 # man-db reads the installed man pages.
 DEB_PACKAGES := openssl libxml2-utils swtpm swtpm-tools tpm2-tools iproute2 gnutls-bin \
-	default-jre-headless ansible-core wine64 gcc-mingw-w64-x86-64-win32 man-db
+	default-jre-headless ansible-core wine wine64 gcc-mingw-w64-x86-64-win32 man-db
 TOOLS := openssl xmllint swtpm tpm2_nvread certtool keytool ansible-playbook wine x86_64-w64-mingw32-gcc
 deps:
 	@echo "== [$(T)] deps: checking for $(TOOLS)"

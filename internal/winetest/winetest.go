@@ -39,7 +39,7 @@ import (
 var processPrngSource []byte
 
 // Packages names the Debian packages that provide the tools.
-const Packages = "wine64 gcc-mingw-w64-x86-64-win32"
+const Packages = "wine wine64 gcc-mingw-w64-x86-64-win32"
 
 // Timeout bounds one program run under Wine.
 const Timeout = 2 * time.Minute
