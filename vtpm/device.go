@@ -71,6 +71,16 @@ func ResolveDevice(path string) (dev string, ok bool, err error) {
 }
 
 // readDevice reads a whole block device, bounded by MaxDeviceSize.
+// readDevicePath reads the whole block device dev, named name in errors.
+func readDevicePath(dev, name string) ([]byte, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readDevice(f, name)
+}
+
 func readDevice(f *os.File, name string) ([]byte, error) {
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -204,12 +214,7 @@ func writeDevice(f *os.File, dev string, image []byte, opt DeviceOptions) (backu
 // DeviceFresh reports whether the block device dev holds only zeros (a
 // freshly allocated volume, which holds no state).
 func DeviceFresh(dev string) (bool, error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	data, err := readDevice(f, dev)
+	data, err := readDevicePath(dev, dev)
 	if err != nil {
 		return false, err
 	}

@@ -91,12 +91,7 @@ func readDeviceState(path string) (*State, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s reaches a block device through more than one symbolic link; name the device or its one link", path)
 	}
-	f, err := os.Open(dev)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := readDevice(f, path)
+	data, err := readDevicePath(dev, path)
 	if err != nil {
 		return nil, err
 	}
