@@ -20,9 +20,10 @@ func openAnonymous(dir string) (f *os.File, ok bool) {
 	return os.NewFile(uintptr(fd), dir+"/(unnamed)"), true
 }
 
-// linkAnonymous gives the unnamed file f the name path; it fails with
-// fs.ErrExist if path exists, so nothing is ever overwritten.
-func linkAnonymous(f *os.File, path string) error {
+// linkOpen gives the open file f, unnamed or not, the name path (through
+// /proc, so it is the very file f is, whatever its name names now); it
+// fails with fs.ErrExist if path exists, so nothing is ever overwritten.
+func linkOpen(f *os.File, path string) error {
 	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
 	if err != nil {
 		return &os.LinkError{Op: "link", Old: f.Name(), New: path, Err: err}

@@ -9,4 +9,4 @@ import (
 
 func openAnonymous(string) (*os.File, bool) { return nil, false }
 
-func linkAnonymous(*os.File, string) error { return errors.ErrUnsupported }
+func linkOpen(*os.File, string) error { return errors.ErrUnsupported }

@@ -42,23 +42,18 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 	if err := checkTarget(path, opt); err != nil {
 		return "", err
 	}
-	dir := filepath.Dir(path)
-	var anon *os.File
-	if useAnonymous {
-		anon, _ = openAnonymous(dir)
-	}
-	if anon != nil {
-		backup, err = writeAnonymous(anon, path, data, perm, opt)
-	} else {
-		backup, err = writeNamed(path, data, perm, opt)
-	}
+	st, err := stage(path, data, perm)
 	if err != nil {
+		return "", err
+	}
+	defer st.discard()
+	if backup, err = st.place(path, opt); err != nil {
 		return "", err
 	}
 	if opt.NoDirSync {
 		return backup, nil
 	}
-	return backup, SyncDir(dir)
+	return backup, SyncDir(filepath.Dir(path))
 }
 
 // checkTarget refuses a symbolic link, a non-regular file, and an existing
@@ -92,74 +87,92 @@ type File struct {
 // temporary name) before any is put in place, so that a full disk or an I/O
 // error changes nothing. It returns the backups kept, in order.
 func WriteFiles(files []File, opt Options) ([]string, error) {
-	type staged struct {
-		anon *os.File
-		tmp  string
-	}
-	st := make([]staged, len(files))
-	cleanup := func() {
+	st := make([]*staged, 0, len(files))
+	defer func() {
 		for _, s := range st {
-			if s.anon != nil {
-				s.anon.Close()
-			}
-			if s.tmp != "" {
-				os.Remove(s.tmp)
-			}
+			s.discard()
 		}
-	}
-	for i, f := range files {
+	}()
+	for _, f := range files {
 		if err := checkTarget(f.Path, opt); err != nil {
-			cleanup()
 			return nil, err
 		}
-		dir := filepath.Dir(f.Path)
-		if useAnonymous {
-			st[i].anon, _ = openAnonymous(dir)
-		}
-		if st[i].anon != nil {
-			if err := fill(st[i].anon, f.Data, f.Perm); err != nil {
-				st[i].anon = nil
-				cleanup()
-				return nil, err
-			}
-			continue
-		}
-		tmp, err := os.CreateTemp(dir, TempPrefix+filepath.Base(f.Path)+"-*")
+		s, err := stage(f.Path, f.Data, f.Perm)
 		if err != nil {
-			cleanup()
 			return nil, err
 		}
-		st[i].tmp = tmp.Name()
-		if err := fill(tmp, f.Data, f.Perm); err != nil {
-			cleanup()
-			return nil, err
-		}
-		if err := tmp.Close(); err != nil {
-			cleanup()
-			return nil, err
-		}
+		st = append(st, s)
 	}
 	backups := make([]string, len(files))
 	for i, f := range files {
 		var err error
-		if st[i].anon != nil {
-			backups[i], err = placeAnonymous(st[i].anon, f.Path, opt)
-			st[i].anon.Close()
-			st[i].anon = nil
-		} else {
-			backups[i], err = placeNamed(st[i].tmp, f.Path, opt)
-			st[i].tmp = ""
-		}
-		if err != nil {
-			cleanup()
+		if backups[i], err = st[i].place(f.Path, opt); err != nil {
 			return backups, err
 		}
 		if err := SyncDir(filepath.Dir(f.Path)); err != nil {
-			cleanup()
 			return backups, err
 		}
 	}
 	return backups, nil
+}
+
+// staged is new content for a file, written and synced in full and not
+// yet in place: an unnamed file where the file system has them (a kill
+// then leaves no temporary file behind; replacing a file still needs a
+// temporary name for an instant, see placeAnonymous), else a file under a
+// temporary name.
+type staged struct {
+	anon *os.File
+	tmp  string
+}
+
+// stage writes data with mode perm to a new file in path's directory and
+// syncs it.
+func stage(path string, data []byte, perm fs.FileMode) (*staged, error) {
+	if useAnonymous {
+		if f, ok := openAnonymous(filepath.Dir(path)); ok {
+			if err := fill(f, data, perm); err != nil {
+				return nil, err
+			}
+			return &staged{anon: f}, nil
+		}
+	}
+	tmp, err := createTemp(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-", perm)
+	if err != nil {
+		return nil, err
+	}
+	err = fill(tmp, data, perm)
+	if err == nil {
+		err = tmp.Close()
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return nil, err
+	}
+	return &staged{tmp: tmp.Name()}, nil
+}
+
+// place puts the staged content at path (see Options), once.
+func (s *staged) place(path string, opt Options) (backup string, err error) {
+	if s.anon != nil {
+		defer s.discard()
+		return placeAnonymous(s.anon, path, opt)
+	}
+	tmp := s.tmp
+	s.tmp = ""
+	return placeNamed(tmp, path, opt)
+}
+
+// discard drops staged content that was not put in place.
+func (s *staged) discard() {
+	if s.anon != nil {
+		s.anon.Close()
+		s.anon = nil
+	}
+	if s.tmp != "" {
+		os.Remove(s.tmp)
+		s.tmp = ""
+	}
 }
 
 // fill writes data to f with mode perm, synced, and closes f on error.
@@ -177,22 +190,12 @@ func fill(f *os.File, data []byte, perm fs.FileMode) error {
 	return err
 }
 
-// writeAnonymous fills an unnamed file and links it into place: a new file
-// is never visible half-written, and a kill leaves no temporary file behind.
-// Replacing a file needs a name for an instant: the file is linked under a
-// temporary name and renamed over the old one.
-func writeAnonymous(f *os.File, path string, data []byte, perm fs.FileMode, opt Options) (backup string, err error) {
-	if err := fill(f, data, perm); err != nil {
-		return "", err
-	}
-	defer f.Close()
-	return placeAnonymous(f, path, opt)
-}
-
-// placeAnonymous links a filled unnamed file into place.
+// placeAnonymous links a filled unnamed file into place: a new file gets
+// its name directly, a replacement is linked under a temporary name and
+// renamed over the old file.
 func placeAnonymous(f *os.File, path string, opt Options) (backup string, err error) {
 	if !opt.Overwrite {
-		if err := linkAnonymous(f, path); err != nil {
+		if err := linkOpen(f, path); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return "", fmt.Errorf("%s: %w", path, ErrExists)
 			}
@@ -205,8 +208,8 @@ func placeAnonymous(f *os.File, path string, opt Options) (backup string, err er
 			return "", err
 		}
 	}
-	tmpName := filepath.Join(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-"+randomSuffix())
-	if err := linkAnonymous(f, tmpName); err != nil {
+	tmpName := tempName(path)
+	if err := linkOpen(f, tmpName); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmpName, path); err != nil {
@@ -214,27 +217,6 @@ func placeAnonymous(f *os.File, path string, opt Options) (backup string, err er
 		return "", err
 	}
 	return backup, nil
-}
-
-// writeNamed is the portable way: a named temporary file, renamed.
-func writeNamed(path string, data []byte, perm fs.FileMode, opt Options) (backup string, err error) {
-	tmp, err := createTemp(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-", perm)
-	if err != nil {
-		return "", err
-	}
-	tmpName := tmp.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmpName)
-		}
-	}()
-	if err = fill(tmp, data, perm); err != nil {
-		return "", err
-	}
-	if err = tmp.Close(); err != nil {
-		return "", err
-	}
-	return placeNamed(tmpName, path, opt)
 }
 
 // createTemp creates a new file in dir named prefix and a random suffix,
@@ -267,6 +249,11 @@ func placeNamed(tmpName, path string, opt Options) (backup string, err error) {
 		os.Remove(tmpName)
 	}
 	return backup, err
+}
+
+// tempName is a new temporary name next to path.
+func tempName(path string) string {
+	return filepath.Join(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-"+randomSuffix())
 }
 
 func randomSuffix() string {

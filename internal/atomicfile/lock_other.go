@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 )
 
@@ -17,3 +18,6 @@ func openLocked(path string) (*os.File, error) {
 	}
 	return os.Open(path)
 }
+
+// mayChmod: Update keeps no hard-linked backups here.
+func mayChmod(fs.FileInfo) bool { return false }

@@ -5,6 +5,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"syscall"
 
@@ -36,4 +37,12 @@ func openLocked(path string) (*os.File, error) {
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
 	return f, nil
+}
+
+// mayChmod reports whether this process may change the mode of the file
+// whose information is fi: it owns it, or is root.
+func mayChmod(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	euid := os.Geteuid()
+	return ok && (euid == 0 || st.Uid == uint32(euid))
 }

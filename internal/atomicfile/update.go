@@ -97,18 +97,37 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 			return "", false, errRetry
 		}
 	}
-	var backup string
+	// The new content is written and synced in full before any name
+	// changes.
+	st, err := stage(path, next, fi.Mode().Perm())
+	if err != nil {
+		return "", false, err
+	}
+	defer st.discard()
+	var backup, kept string
 	if opt.Backup {
 		backup = BackupName(path, time.Now())
-		if _, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true}); err != nil {
+		if kept, err = keepOld(f, fi, old, backup); err != nil {
 			return "", false, fmt.Errorf("keeping a backup of %s: %w", path, err)
 		}
 	}
-	if _, err := WriteFile(path, next, fi.Mode().Perm(), Options{Overwrite: true, NoDirSync: true}); err != nil {
-		if backup != "" {
-			os.Remove(backup)
+	if _, err := st.place(path, Options{Overwrite: true}); err != nil {
+		if kept != "" {
+			os.Remove(kept)
 		}
 		return "", false, err
+	}
+	if kept != backup {
+		// Only the temporary name is left on the old file now: it can
+		// become private, and then the backup.
+		err := f.Chmod(0o600)
+		if err == nil {
+			err = os.Rename(kept, backup)
+		}
+		if err != nil {
+			os.Remove(kept)
+			return "", true, fmt.Errorf("%s was changed, but keeping its backup failed: %w", path, err)
+		}
 	}
 	// One sync of the directory makes both names durable.
 	if !opt.DeferDirSync {
@@ -117,6 +136,27 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 		}
 	}
 	return backup, true, nil
+}
+
+// keepOld keeps the content just read from the locked file f for the
+// backup named backup, and returns the name it is under. Where it can, that
+// is the old file itself under a temporary name (a hard link to the very
+// file read, as durable as it was): no copy is written and synced, which in
+// a batch halves the fsyncs. Update renames it to backup once the file's
+// own name has moved on to the new content and it is made 0600, so that no
+// backup is ever readable by more than its owner and the file never changes
+// mode while it is in use. It links only a file it may change the mode of.
+// Elsewhere (no hard links, another owner) the backup is a copy, written
+// and synced, mode 0600, under its own name.
+func keepOld(f *os.File, fi fs.FileInfo, old []byte, backup string) (string, error) {
+	if locks && useAnonymous && mayChmod(fi) {
+		tmp := tempName(backup)
+		if linkOpen(f, tmp) == nil {
+			return tmp, nil
+		}
+	}
+	_, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true})
+	return backup, err
 }
 
 func readBounded(f *os.File, limit int64) ([]byte, error) {

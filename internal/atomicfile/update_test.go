@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -62,5 +64,59 @@ func TestUpdateConcurrent(t *testing.T) {
 	os.Symlink(p, link)
 	if _, _, err := Update(link, UpdateOptions{}, func(old []byte) ([]byte, error) { return old, nil }); err == nil {
 		t.Error("Update wrote through a symbolic link")
+	}
+}
+
+// TestUpdateBackup: Update's backup holds the old content, mode 0600, the
+// file keeps its mode and nothing temporary is left. On Linux the backup is
+// the old file itself (a hard link, nothing copied or synced); as on a
+// file system without hard links it is a copy.
+func TestUpdateBackup(t *testing.T) {
+	for _, linked := range []bool{true, false} {
+		t.Run(fmt.Sprintf("linked=%v", linked), func(t *testing.T) {
+			if linked && runtime.GOOS != "linux" {
+				t.Skip("linkOpen is Linux's")
+			}
+			useAnonymous = linked
+			defer func() { useAnonymous = true }()
+			dir := t.TempDir()
+			p := filepath.Join(dir, "vm.kp")
+			if err := os.WriteFile(p, []byte("one"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.Stat(p)
+			backup, changed, err := Update(p, UpdateOptions{Backup: true}, func(old []byte) ([]byte, error) {
+				return append(old, " two"...), nil
+			})
+			if err != nil || !changed {
+				t.Fatalf("changed %v, %v", changed, err)
+			}
+			if b, _ := os.ReadFile(p); string(b) != "one two" {
+				t.Errorf("file holds %q", b)
+			}
+			if b, _ := os.ReadFile(backup); string(b) != "one" {
+				t.Errorf("backup holds %q", b)
+			}
+			fi, _ := os.Stat(p)
+			bi, err := os.Stat(backup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o644 || bi.Mode().Perm() != 0o600 {
+				t.Errorf("file mode %04o, backup mode %04o; want 0644 and 0600", fi.Mode().Perm(), bi.Mode().Perm())
+			}
+			if os.SameFile(before, bi) != linked {
+				t.Errorf("the backup is the old file itself: %v; want %v", os.SameFile(before, bi), linked)
+			}
+			des, _ := os.ReadDir(dir)
+			if len(des) != 2 {
+				t.Errorf("%d files in the directory; want the file and its backup", len(des))
+			}
+			for _, d := range des {
+				if strings.HasPrefix(d.Name(), TempPrefix) {
+					t.Errorf("temporary file left behind: %s", d.Name())
+				}
+			}
+		})
 	}
 }
