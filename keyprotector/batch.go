@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"fmt"
-	"runtime"
 	"sync"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -22,9 +21,9 @@ import (
 // file is still done per file: unwrapping the transport key, wrapping it for
 // the guardian, and the owner's signature over the file's Wrappings.
 //
-// A Batch is safe for concurrent use. At most GOMAXPROCS files are parsed,
-// verified and changed at once, so a caller may work on more files than
-// that at a time: their reading, writing and fsync then overlap the
+// A Batch is safe for concurrent use. At most cpus files (NewBatch) are
+// parsed, verified and changed at once, so a caller may work on more files
+// than that at a time: their reading, writing and fsync then overlap the
 // cryptography of the others.
 type Batch struct {
 	cpu chan struct{}
@@ -43,16 +42,17 @@ type memo struct {
 	err  error
 }
 
-// NewBatch returns a Batch for one run over many files.
-func NewBatch() *Batch {
+// NewBatch returns a Batch for one run over many files whose cryptography
+// runs on at most cpus goroutines at once (at least one).
+func NewBatch(cpus int) *Batch {
 	return &Batch{
-		cpu:      make(chan struct{}, runtime.GOMAXPROCS(0)),
+		cpu:      make(chan struct{}, max(cpus, 1)),
 		certSigs: map[[sha256.Size]byte]*memo{},
 		encSigs:  map[*guardian.Guardian]*memo{},
 	}
 }
 
-// work runs f as one of the at most GOMAXPROCS cryptographic tasks of the
+// work runs f as one of the at most cpus cryptographic tasks of the
 // batch (any number without one).
 func (b *Batch) work(f func() ([]byte, error)) ([]byte, error) {
 	if b == nil {

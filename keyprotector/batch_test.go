@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -30,7 +31,7 @@ func TestBatch(t *testing.T) {
 		}
 		keys[f] = key
 	}
-	batch := NewBatch()
+	batch := NewBatch(runtime.GOMAXPROCS(0))
 	ids := []*guardian.Guardian{owner}
 	var wg sync.WaitGroup
 	for f := range keys {

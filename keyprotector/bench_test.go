@@ -54,7 +54,7 @@ func BenchmarkBatchGrant(b *testing.B) {
 	}
 	ids, target := []*guardian.Guardian{owner}, newcomer.Public()
 	bound := rsaBound(b, owner.SigningKey, time.Second) / 3
-	batch := NewBatch()
+	batch := NewBatch(runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {

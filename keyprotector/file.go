@@ -21,7 +21,8 @@ type FileOptions struct {
 	DryRun bool
 	// Batch, when set, is shared by every file of one grant or revoke:
 	// what is the same for each is done once, the cryptography of
-	// concurrent calls runs on at most GOMAXPROCS goroutines, and the
+	// concurrent calls runs on at most as many goroutines as NewBatch
+	// was given, and the
 	// files' directories are synced once, by Batch.Sync.
 	Batch *Batch
 }

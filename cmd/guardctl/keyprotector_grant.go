@@ -18,6 +18,9 @@ import (
 // keep every CPU busy.
 const ioJobsPerCPU = 8
 
+// procsPerCPU is how many Ps (GOMAXPROCS) per CPU a batch runs with.
+const procsPerCPU = 2
+
 // kpChange is grant or revoke, applied to many files.
 type kpChange struct {
 	verb string // grant or revoke
@@ -54,7 +57,7 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 		f.BoolVar(&c.noBackup, "no-backup", false, "keep no backup (the default for revoke)")
 		f.MarkHidden("no-backup")
 	}
-	f.IntVar(&c.jobs, "jobs", 0, fmt.Sprintf("files to work on at once (0: %d per CPU, so that the disk's waits overlap the cryptography, which uses one goroutine per CPU whatever this is)", ioJobsPerCPU))
+	f.IntVar(&c.jobs, "jobs", 0, fmt.Sprintf("files to work on at once (0: %d per CPU, so that the disk's waits overlap the cryptography)", ioJobsPerCPU))
 	f.BoolVar(&c.verbose, "verbose", false, "say what happened to each file (by default: one closing line, and a progress bar on a terminal)")
 	a.addDryRun(cmd)
 }
@@ -85,17 +88,23 @@ func (c *kpChange) run(a *app, files []string) error {
 	results := make([]kpFileResult, len(files))
 	work := make(chan int)
 	var wg sync.WaitGroup
+	// A goroutine blocked in fsync (or another system call) keeps its P
+	// until the runtime takes it back, up to 10 ms later when nothing is
+	// queued on it, and its CPU idles meanwhile: with two Ps per CPU the
+	// other files' work goes on.
+	cpus := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procsPerCPU * cpus))
 	// One batch for all files: what is the same for each is done once,
-	// and at most one file per CPU is in its cryptography, while the
-	// others read, write and fsync.
-	batch := keyprotector.NewBatch()
+	// and at most one file per P is in its cryptography, while the others
+	// read, write and fsync.
+	batch := keyprotector.NewBatch(procsPerCPU * cpus)
 	// A batch makes much short-lived garbage (XML trees) in a small heap:
 	// fewer collections leave more of the CPUs to the cryptography.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	bar := c.progressBar(a, len(files))
 	jobs := c.jobs
 	if jobs <= 0 {
-		jobs = ioJobsPerCPU * runtime.NumCPU()
+		jobs = ioJobsPerCPU * cpus
 	}
 	for range min(jobs, len(files)) {
 		wg.Add(1)
