@@ -19,5 +19,5 @@ func openLocked(path string) (*os.File, error) {
 	return os.Open(path)
 }
 
-// mayChmod: Update keeps no hard-linked backups here.
-func mayChmod(fs.FileInfo) bool { return false }
+// mayBecomeBackup: Update keeps no hard-linked backups here.
+func mayBecomeBackup(fs.FileInfo) bool { return false }

@@ -39,10 +39,12 @@ func openLocked(path string) (*os.File, error) {
 	return f, nil
 }
 
-// mayChmod reports whether this process may change the mode of the file
-// whose information is fi: it owns it, or is root.
-func mayChmod(fi fs.FileInfo) bool {
+// mayBecomeBackup reports whether the file whose information is fi may
+// itself become the backup (keepOld): this process may change its mode (it
+// owns it, or is root), and it has no other name, under which that change
+// would show.
+func mayBecomeBackup(fi fs.FileInfo) bool {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	euid := os.Geteuid()
-	return ok && (euid == 0 || st.Uid == uint32(euid))
+	return ok && st.Nlink == 1 && (euid == 0 || st.Uid == uint32(euid))
 }

@@ -145,11 +145,12 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 // a batch halves the fsyncs. Update renames it to backup once the file's
 // own name has moved on to the new content and it is made 0600, so that no
 // backup is ever readable by more than its owner and the file never changes
-// mode while it is in use. It links only a file it may change the mode of.
-// Elsewhere (no hard links, another owner) the backup is a copy, written
-// and synced, mode 0600, under its own name.
+// mode while it is in use. It links only a file it may change the mode of
+// and that has no other name. Elsewhere (no hard links, another owner, a
+// second name) the backup is a copy, written and synced, mode 0600, under
+// its own name.
 func keepOld(f *os.File, fi fs.FileInfo, old []byte, backup string) (string, error) {
-	if locks && useAnonymous && mayChmod(fi) {
+	if locks && useAnonymous && mayBecomeBackup(fi) {
 		tmp := tempName(backup)
 		if linkOpen(f, tmp) == nil {
 			return tmp, nil

@@ -120,3 +120,28 @@ func TestUpdateBackup(t *testing.T) {
 		})
 	}
 }
+
+// TestUpdateBackupOfLinkedFile: a file with a second name gets a copy as
+// its backup, so that the file under its other name keeps its mode.
+func TestUpdateBackupOfLinkedFile(t *testing.T) {
+	dir := t.TempDir()
+	p, other := filepath.Join(dir, "vm.kp"), filepath.Join(dir, "other-name.kp")
+	if err := os.WriteFile(p, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(p, other); err != nil {
+		t.Skip("no hard links here:", err)
+	}
+	backup, _, err := Update(p, UpdateOptions{Backup: true}, func(old []byte) ([]byte, error) { return []byte("two"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	oi, _ := os.Stat(other)
+	bi, _ := os.Stat(backup)
+	if oi.Mode().Perm() != 0o644 || os.SameFile(oi, bi) {
+		t.Errorf("the other name's mode is %04o, the backup is the same file: %v; want 0644 and a copy", oi.Mode().Perm(), os.SameFile(oi, bi))
+	}
+	if b, _ := os.ReadFile(backup); string(b) != "one" || bi.Mode().Perm() != 0o600 {
+		t.Errorf("backup holds %q, mode %04o", b, bi.Mode().Perm())
+	}
+}
