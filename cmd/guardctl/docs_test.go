@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,4 +115,45 @@ func readTree(t *testing.T, dir string) map[string][]byte {
 		out[de.Name()] = b
 	}
 	return out
+}
+
+// TestConfirmingCommands: the README's two lists of the commands that need
+// --yes without a terminal name exactly the commands marked asksToConfirm
+// (and confirm refuses to ask in any other).
+func TestConfirmingCommands(t *testing.T) {
+	var marked []string
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Annotations[confirmsAnnotation] != "" {
+			name := strings.TrimPrefix(c.CommandPath(), "guardctl ")
+			marked = append(marked, strings.Replace(name, "keyprotector ", "kp ", 1))
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(newRootCmd(&app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}))
+	slices.Sort(marked)
+	if len(marked) == 0 {
+		t.Fatal("no command is marked asksToConfirm")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	lists := regexp.MustCompile(`(?:these commands ask for confirmation and so need ` + "`--yes`" + `: ([^;]*);|Without a terminal \(or with ` + "`--no-input`" + `\), ([^.]*) need ` + "`--yes`" + `\.)`).FindAllStringSubmatch(text, -1)
+	if len(lists) != 2 {
+		t.Fatalf("found %d of the README's 2 lists of commands that need --yes", len(lists))
+	}
+	for _, l := range lists {
+		var named []string
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(l[1]+l[2], -1) {
+			named = append(named, m[1])
+		}
+		slices.Sort(named)
+		if !slices.Equal(named, marked) {
+			t.Errorf("the README lists %q as needing --yes; the commands that ask are %q", named, marked)
+		}
+	}
 }

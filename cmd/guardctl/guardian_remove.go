@@ -80,5 +80,5 @@ without it. guardctl asks first; --yes confirms without asking.`,
 	}
 	cmd.Flags().BoolVar(&purge, "purge", false, "delete the guardian instead of moving it to the trash")
 	a.addDryRun(cmd)
-	return cmd
+	return asksToConfirm(cmd)
 }

@@ -274,7 +274,7 @@ backup unless --no-backup. guardctl asks first; --yes confirms.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args) },
 	}
 	c.register(cmd, a)
-	return cmd
+	return asksToConfirm(cmd)
 }
 
 func newKPRevokeCmd(a *app) *cobra.Command {
@@ -293,7 +293,7 @@ stays the same: a revoked host that kept the key or an old copy of the file stil
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args) },
 	}
 	c.register(cmd, a)
-	return cmd
+	return asksToConfirm(cmd)
 }
 
 // atLeastOneArg requires one or more positional arguments, named name.

@@ -24,6 +24,8 @@ type app struct {
 	// outcome is what such a command reports in its JSON: whether it
 	// changed something (or, with --dry-run, would).
 	outcome outcome
+	// asksToConfirm: the command running is marked with asksToConfirm.
+	asksToConfirm bool
 
 	stdin  *os.File
 	stdout io.Writer
@@ -59,6 +61,7 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			a.asksToConfirm = cmd.Annotations[confirmsAnnotation] != ""
 			if a.output != "table" && a.output != "json" {
 				return usageError("invalid --output %q (want table or json)", a.output)
 			}

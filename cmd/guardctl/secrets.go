@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 
 	"github.com/AlecAivazis/survey/v2"
+	"github.com/spf13/cobra"
 )
 
 // maxPasswordFile bounds what is read as a password.
@@ -59,9 +61,27 @@ func (a *app) surveyStdio() survey.AskOpt {
 	return survey.WithStdio(a.stdin, a.stderr, a.stderr)
 }
 
+// confirmsAnnotation marks a command that asks before it changes anything
+// (asksToConfirm): without a terminal it needs --yes, and the README lists
+// it (TestConfirmingCommands).
+const confirmsAnnotation = "guardctl-asks-to-confirm"
+
+// asksToConfirm marks cmd as a command that calls confirm; confirm refuses
+// to run in any other, so the list cannot fall behind the code.
+func asksToConfirm(cmd *cobra.Command) *cobra.Command {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[confirmsAnnotation] = "yes"
+	return cmd
+}
+
 // confirm asks a yes/no question, defaulting to no. --yes answers yes;
 // without a person at a terminal (or with --no-input) it refuses.
 func (a *app) confirm(question, refusal string) error {
+	if !a.asksToConfirm {
+		return fmt.Errorf("internal error: a command not marked with asksToConfirm asked for confirmation (%s)", refusal)
+	}
 	if a.yes || a.dryRun { // a dry run changes nothing to confirm
 		return nil
 	}

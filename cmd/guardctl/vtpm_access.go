@@ -165,5 +165,5 @@ it would still open for H.`,
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous bundle as a .bak (0600), which still lets the revoked guardian open it")
 	}
 	a.addDryRun(cmd)
-	return cmd
+	return asksToConfirm(cmd)
 }
