@@ -142,7 +142,7 @@ func TestConfirmingCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := strings.Join(strings.Fields(string(readme)), " ")
-	lists := regexp.MustCompile(`(?:these commands ask for confirmation and so need ` + "`--yes`" + `: ([^;]*);|Without a terminal \(or with ` + "`--no-input`" + `\), ([^.]*) need ` + "`--yes`" + `\.)`).FindAllStringSubmatch(text, -1)
+	lists := regexp.MustCompile(`(?:these commands ask for confirmation and so need `+"`--yes`"+`: ([^;]*);|Without a terminal \(or with `+"`--no-input`"+`\), ([^.]*) need `+"`--yes`"+`\.)`).FindAllStringSubmatch(text, -1)
 	if len(lists) != 2 {
 		t.Fatalf("found %d of the README's 2 lists of commands that need --yes", len(lists))
 	}

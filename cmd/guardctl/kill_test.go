@@ -304,70 +304,8 @@ func killCases() []killCase {
 				kpWhole(t, data, identities(t, store), []byte("0123456789abcdef0123456789abcdef"), i)
 			},
 		},
-		{
-			name: "kp grant and revoke",
-			setup: func(t *testing.T, store, dir string) func(int) []string {
-				mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
-				mustGuardctl(t, store, "guardian", "create", "other", "--host", "h")
-				kp := filepath.Join(dir, "vm.kp")
-				os.WriteFile(filepath.Join(dir, "k"), []byte("0123456789abcdef0123456789abcdef"), 0o600)
-				mustGuardctl(t, store, "kp", "wrap", "--owner", "owner", "--key-file", filepath.Join(dir, "k"), "--out", kp)
-				return func(i int) []string {
-					if (i+2)%2 == 0 {
-						return []string{"kp", "grant", kp, "--guardian", "other", "--yes", "--no-backup"}
-					}
-					return []string{"kp", "revoke", kp, "--guardian", "other", "--yes"}
-				}
-			},
-			after: func(t *testing.T, store, dir string, i int) {
-				data, err := os.ReadFile(filepath.Join(dir, "vm.kp"))
-				if err != nil {
-					t.Fatalf("run %d: %v", i, err)
-				}
-				kpWhole(t, data, identities(t, store), []byte("0123456789abcdef0123456789abcdef"), i)
-			},
-		},
-		{
-			name: "kp grant and revoke keeping backups",
-			setup: func(t *testing.T, store, dir string) func(int) []string {
-				mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
-				mustGuardctl(t, store, "guardian", "create", "other", "--host", "h")
-				kp := filepath.Join(dir, "vm.kp")
-				os.WriteFile(filepath.Join(dir, "k"), []byte("0123456789abcdef0123456789abcdef"), 0o600)
-				mustGuardctl(t, store, "kp", "wrap", "--owner", "owner", "--key-file", filepath.Join(dir, "k"), "--out", kp)
-				os.Chmod(kp, 0o644)
-				return func(i int) []string {
-					if (i+2)%2 == 0 {
-						return []string{"kp", "grant", kp, "--guardian", "other", "--yes"}
-					}
-					return []string{"kp", "revoke", kp, "--guardian", "other", "--yes", "--keep-backup"}
-				}
-			},
-			// Every backup, whenever the run was killed, is a whole key
-			// protector readable by its owner only; the file keeps its mode.
-			after: func(t *testing.T, store, dir string, i int) {
-				kp := filepath.Join(dir, "vm.kp")
-				data, err := os.ReadFile(kp)
-				if err != nil {
-					t.Fatalf("run %d: %v", i, err)
-				}
-				ids := identities(t, store)
-				key := []byte("0123456789abcdef0123456789abcdef")
-				kpWhole(t, data, ids, key, i)
-				if fi, err := os.Stat(kp); err != nil || fi.Mode().Perm() != 0o644 {
-					t.Fatalf("run %d: the key protector's mode changed: %v %v", i, fi.Mode(), err)
-				}
-				backups, _ := filepath.Glob(kp + ".*.bak")
-				for _, b := range backups {
-					fi, err := os.Stat(b)
-					if err != nil || fi.Mode().Perm() != 0o600 {
-						t.Fatalf("run %d: backup %s: mode %v, %v; want 0600", i, b, fi.Mode(), err)
-					}
-					data, _ := os.ReadFile(b)
-					kpWhole(t, data, ids, key, i)
-				}
-			},
-		},
+		kpGrantRevokeCase("kp grant and revoke", "--no-backup", ""),
+		kpGrantRevokeCase("kp grant and revoke keeping backups", "", "--keep-backup"),
 		{
 			name: "kp unwrap --force",
 			setup: func(t *testing.T, store, dir string) func(int) []string {
@@ -574,5 +512,57 @@ func TestKillBetweenReplaceRenames(t *testing.T) {
 		os.RemoveAll(filepath.Join(store, "lost+found"))
 		mustGuardctl(t, store, "guardian", "remove", "shared", "--purge", "--yes")
 		mustGuardctl(t, store, "guardian", "create", "shared", "--host", "old")
+	}
+}
+
+// kpGrantRevokeCase alternates kp grant (with grantFlag) and kp revoke
+// (with revokeFlag) of one key protector of mode 0644. After every run,
+// killed or not, the key protector is whole and keeps its mode, and every
+// backup is a whole key protector readable by its owner only.
+func kpGrantRevokeCase(name, grantFlag, revokeFlag string) killCase {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	withFlag := func(args []string, flag string) []string {
+		if flag != "" {
+			args = append(args, flag)
+		}
+		return args
+	}
+	return killCase{
+		name: name,
+		setup: func(t *testing.T, store, dir string) func(int) []string {
+			mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
+			mustGuardctl(t, store, "guardian", "create", "other", "--host", "h")
+			kp := filepath.Join(dir, "vm.kp")
+			os.WriteFile(filepath.Join(dir, "k"), key, 0o600)
+			mustGuardctl(t, store, "kp", "wrap", "--owner", "owner", "--key-file", filepath.Join(dir, "k"), "--out", kp)
+			os.Chmod(kp, 0o644)
+			return func(i int) []string {
+				if (i+2)%2 == 0 {
+					return withFlag([]string{"kp", "grant", kp, "--guardian", "other", "--yes"}, grantFlag)
+				}
+				return withFlag([]string{"kp", "revoke", kp, "--guardian", "other", "--yes"}, revokeFlag)
+			}
+		},
+		after: func(t *testing.T, store, dir string, i int) {
+			kp := filepath.Join(dir, "vm.kp")
+			data, err := os.ReadFile(kp)
+			if err != nil {
+				t.Fatalf("run %d: %v", i, err)
+			}
+			ids := loadIdentities(t, store)
+			kpWhole(t, data, ids, key, i)
+			if fi, err := os.Stat(kp); err != nil || fi.Mode().Perm() != 0o644 {
+				t.Fatalf("run %d: the key protector's mode changed: %v %v", i, fi.Mode(), err)
+			}
+			backups, _ := filepath.Glob(kp + ".*.bak")
+			for _, b := range backups {
+				fi, err := os.Stat(b)
+				if err != nil || fi.Mode().Perm() != 0o600 {
+					t.Fatalf("run %d: backup %s: mode %v, %v; want 0600", i, b, fi.Mode(), err)
+				}
+				data, _ := os.ReadFile(b)
+				kpWhole(t, data, ids, key, i)
+			}
+		},
 	}
 }
