@@ -117,6 +117,7 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 		}
 		return "", false, err
 	}
+	var backupErr error
 	if kept != backup {
 		// Only the temporary name is left on the old file now: it can
 		// become private, and then the backup.
@@ -126,7 +127,8 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 		}
 		if err != nil {
 			os.Remove(kept)
-			return "", true, fmt.Errorf("%s was changed, but keeping its backup failed: %w", path, err)
+			backupErr = fmt.Errorf("%s was changed, but keeping its backup failed: %w", path, err)
+			backup = ""
 		}
 	}
 	// One sync of the directory makes both names durable.
@@ -135,7 +137,7 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 			return backup, true, err
 		}
 	}
-	return backup, true, nil
+	return backup, true, backupErr
 }
 
 // keepOld keeps the content just read from the locked file f for the
