@@ -297,6 +297,21 @@ var contract = []struct {
 		s.Add(makeGuardian(t, "ok", "h", time.Time{}), certstore.OriginGenerated, false)
 		s.Add(makeGuardian(t, "g", "h", time.Time{}), certstore.OriginGenerated, false)
 		b.dropKey(t, s, "g")
+		// What is left is reported, not what the guardian had: no private
+		// keys (both are needed), and the encryption key that remains.
+		es, err := s.List()
+		must(t, err)
+		e, err := s.Get("g")
+		must(t, err)
+		for _, e := range append(es, e) {
+			if e.Name != "g" {
+				continue
+			}
+			if e.Meta.HasPrivateKeys || e.Guardian.SigningKey != nil || (e.Guardian.EncryptionKey == nil) != current.noExport {
+				t.Errorf("%s: private keys %v, signing key %v, encryption key %v; want only the encryption key",
+					e.Name, e.Meta.HasPrivateKeys, e.Guardian.SigningKey != nil, e.Guardian.EncryptionKey != nil)
+			}
+		}
 		brokenEverywhere(t, s, "g")
 	}},
 	{"certificates deleted by hand", func(t *testing.T, s certstore.Store, b breaker) {

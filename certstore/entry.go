@@ -55,8 +55,12 @@ type Meta struct {
 // nothing) and must not be used for cryptography.
 type Entry struct {
 	Name string
-	// Meta is what guardian.json holds; when it is missing or damaged,
-	// what the entry's files show (HasPrivateKeys: both keys were read).
+	// Meta is what guardian.json holds (what the entry's files show when
+	// it is missing or damaged), except HasPrivateKeys: the store holds
+	// both private keys now, whatever the metadata says (in a directory
+	// store, both key files were read). A guardian with one of its keys
+	// lost is broken and has HasPrivateKeys false, in every Store; the key
+	// that is left is in Guardian where it can be read.
 	Meta     Meta
 	Guardian *guardian.Guardian
 	// Problem names every problem, "; "-separated; Problems lists them.
@@ -147,9 +151,9 @@ func loadEntry(dir, name string) *Entry {
 			note("the encryption key does not match the encryption certificate")
 		}
 	}
-	if !metaOK {
-		e.Meta.HasPrivateKeys = g.SigningKey != nil && g.EncryptionKey != nil
-	}
+	// What the files hold, not what guardian.json said when the entry was
+	// written: a key deleted or damaged since is not there.
+	e.Meta.HasPrivateKeys = g.SigningKey != nil && g.EncryptionKey != nil
 	if len(problems) > 0 {
 		e.Problems = problems
 		e.Problem = strings.Join(problems, "; ")

@@ -543,6 +543,7 @@ func (s *HyperV) entry(g *hvGuardian) *Entry {
 		e.Guardian.Encryption = g.enc.Cert
 	}
 	if g.problem != "" || !g.hasKeys() {
+		s.loneKeys(g, e)
 		return e
 	}
 	e.Meta.HasPrivateKeys = true
@@ -565,6 +566,29 @@ func (s *HyperV) entry(g *hvGuardian) *Entry {
 		e.Guardian.SigningKey, e.Guardian.EncryptionKey = sk, ek
 	}
 	return e
+}
+
+// loneKeys puts into a broken guardian's entry the private keys that are
+// still there and open, so that it shows what is left (one private key, when
+// the other was lost), as the directory store's entries do. Such an entry
+// is never used for cryptography; a key Windows will not give out, or that
+// does not match its certificate, is left out.
+func (s *HyperV) loneKeys(g *hvGuardian, e *Entry) {
+	if g.problem == "" {
+		return
+	}
+	for _, c := range []struct {
+		sc  *SystemCert
+		tp  string
+		key **rsa.PrivateKey
+	}{{g.sig, g.sigTP, &e.Guardian.SigningKey}, {g.enc, g.encTP, &e.Guardian.EncryptionKey}} {
+		if c.sc == nil || !c.sc.HasKey || c.sc.KeyProblem != "" {
+			continue
+		}
+		if k, err := s.stores.ExportKey(ShieldedVMStore, c.tp); err == nil && k.PublicKey.Equal(c.sc.Cert.PublicKey) {
+			*c.key = k
+		}
+	}
 }
 
 func (st *hvState) find(name string) *hvGuardian {

@@ -53,8 +53,11 @@ without it. guardctl asks first; --yes confirms without asking.`,
 				return nil
 			}
 			what := fmt.Sprintf("public-only guardian %q", name)
-			if e.Meta.HasPrivateKeys {
+			switch {
+			case e.Meta.HasPrivateKeys:
 				what = fmt.Sprintf("guardian %q and its private keys", name)
+			case e.Guardian.SigningKey != nil || e.Guardian.EncryptionKey != nil:
+				what = fmt.Sprintf("guardian %q and the private key it has left", name)
 			}
 			question := fmt.Sprintf("Move %s to the trash?", what)
 			if purge {
