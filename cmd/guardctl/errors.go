@@ -115,6 +115,8 @@ func classify(err error) (int, string) {
 		return exitNotFound, "'guardctl guardian list' shows the guardians in this store (--store or GUARDCTL_STORE selects another)"
 	case errors.Is(err, certstore.ErrExists):
 		return exitExists, "pass --force to replace it; the guardian it replaces goes to the trash"
+	case errors.Is(err, atomicfile.ErrNoDirectory):
+		return exitFailure, "create the directory first (guardctl does not make it, so that a mistyped path is not written to), or name another"
 	case errors.Is(err, atomicfile.ErrExists):
 		return exitExists, "pass --force to overwrite it; the old file is kept as a .bak backup"
 	case errors.Is(err, certstore.ErrUntrusted):

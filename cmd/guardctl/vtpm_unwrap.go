@@ -353,8 +353,8 @@ func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.File
 	}
 	// What a killed unwrap left beside the target was never a state in
 	// place; it holds state, so it does not stay.
-	prefix := atomicfile.TempPrefix + filepath.Base(dir) + "-"
-	if left, err := filepath.Glob(filepath.Join(parent, prefix+"*")); err == nil {
+	prefix := atomicfile.TempNamePrefix(dir)
+	if left, err := filepath.Glob(prefix + "*"); err == nil {
 		for _, l := range left {
 			if fi, err := os.Lstat(l); err == nil && fi.IsDir() {
 				os.RemoveAll(l)
@@ -363,7 +363,7 @@ func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.File
 	}
 	var rnd [4]byte
 	rand.Read(rnd[:])
-	tmp := filepath.Join(parent, prefix+hex.EncodeToString(rnd[:]))
+	tmp := prefix + hex.EncodeToString(rnd[:])
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return "", err
 	}

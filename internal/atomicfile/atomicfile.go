@@ -13,10 +13,20 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrExists is returned when the destination exists and overwriting was not asked for.
 var ErrExists = errors.New("file exists")
+
+// ErrNoDirectory is returned when the directory a file is to be written in
+// does not exist.
+var ErrNoDirectory = errors.New("directory does not exist")
+
+// maxNameBytes is the longest file name the usual file systems take
+// (NAME_MAX on Linux; NTFS and APFS take 255 characters): a temporary or
+// backup name that would be longer is made from a shortened file name.
+const maxNameBytes = 255
 
 // TempPrefix starts the name of every temporary file this package makes, so
 // that leftovers of a killed run can be recognised.
@@ -137,8 +147,11 @@ func stage(path string, data []byte, perm fs.FileMode) (*staged, error) {
 			return &staged{anon: f}, nil
 		}
 	}
-	tmp, err := createTemp(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-", perm)
+	tmp, err := createTemp(path, perm)
 	if err != nil {
+		if _, statErr := os.Stat(filepath.Dir(path)); errors.Is(statErr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("cannot write %s: %s: %w", path, filepath.Dir(path), ErrNoDirectory)
+		}
 		return nil, err
 	}
 	err = fill(tmp, data, perm)
@@ -219,17 +232,17 @@ func placeAnonymous(f *os.File, path string, opt Options) (backup string, err er
 	return backup, nil
 }
 
-// createTemp creates a new file in dir named prefix and a random suffix,
-// with CreateExcl (so that a private one is private from the start on
-// Windows too).
-func createTemp(dir, prefix string, perm fs.FileMode) (*os.File, error) {
+// createTemp creates a new file under a temporary name next to path, with
+// CreateExcl (so that a private one is private from the start on Windows
+// too).
+func createTemp(path string, perm fs.FileMode) (*os.File, error) {
 	for range 100 {
-		f, err := CreateExcl(filepath.Join(dir, prefix+randomSuffix()), perm)
+		f, err := CreateExcl(tempName(path), perm)
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}
 	}
-	return nil, fmt.Errorf("creating a temporary file in %s: too many names taken", dir)
+	return nil, fmt.Errorf("creating a temporary file in %s: too many names taken", filepath.Dir(path))
 }
 
 // placeNamed renames a filled temporary file into place.
@@ -253,7 +266,27 @@ func placeNamed(tmpName, path string, opt Options) (backup string, err error) {
 
 // tempName is a new temporary name next to path.
 func tempName(path string) string {
-	return filepath.Join(filepath.Dir(path), TempPrefix+filepath.Base(path)+"-"+randomSuffix())
+	return TempNamePrefix(path) + randomSuffix()
+}
+
+// TempNamePrefix is how every temporary name made for path starts (the
+// rest is random): a killed write's leftovers are found by it. A long file
+// name is shortened in it, so that the temporary name is never too long
+// for the file system.
+func TempNamePrefix(path string) string {
+	const suffix = 1 + 12 // "-" and randomSuffix
+	return filepath.Join(filepath.Dir(path), TempPrefix+shortName(filepath.Base(path), maxNameBytes-len(TempPrefix)-suffix)+"-")
+}
+
+// shortName is name cut to at most n bytes, on a character boundary.
+func shortName(name string, n int) string {
+	if len(name) <= n {
+		return name
+	}
+	for n > 0 && !utf8.RuneStart(name[n]) {
+		n--
+	}
+	return name[:n]
 }
 
 func randomSuffix() string {
@@ -302,9 +335,12 @@ func keepBackup(path string) (string, error) {
 	return backup, nil
 }
 
-// BackupName is the name a backup of path taken at t gets.
+// BackupName is the name a backup of path taken at t gets:
+// PATH.YYYYMMDDTHHMMSSZ-XXXXXX.bak, with the file name shortened where the
+// whole would be too long for the file system.
 func BackupName(path string, t time.Time) string {
-	return fmt.Sprintf("%s.%s-%s.bak", path, t.UTC().Format("20060102T150405Z"), randomSuffix()[:6])
+	suffix := fmt.Sprintf(".%s-%s.bak", t.UTC().Format("20060102T150405Z"), randomSuffix()[:6])
+	return filepath.Join(filepath.Dir(path), shortName(filepath.Base(path), maxNameBytes-len(suffix))+suffix)
 }
 
 // SyncDir makes a rename or creation in dir durable.

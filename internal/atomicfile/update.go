@@ -120,15 +120,18 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 	var backupErr error
 	if kept != backup {
 		// Only the temporary name is left on the old file now: it can
-		// become private, and then the backup.
-		err := f.Chmod(0o600)
+		// become private, and then the backup. Where it cannot (root
+		// without CAP_FOWNER, a root-squashed NFS mount) the backup is a
+		// copy after all.
+		err := makePrivate(f)
 		if err == nil {
 			err = os.Rename(kept, backup)
 		}
 		if err != nil {
 			os.Remove(kept)
-			backupErr = fmt.Errorf("%s was changed, but keeping its backup failed: %w", path, err)
-			backup = ""
+			if _, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true}); err != nil {
+				backup, backupErr = "", fmt.Errorf("%s was changed, but its backup could not be kept: %w", path, err)
+			}
 		}
 	}
 	// One sync of the directory makes both names durable.
@@ -139,6 +142,10 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 	}
 	return backup, true, backupErr
 }
+
+// makePrivate makes the old file, which only a backup's temporary name is
+// left on, 0600; tests make it fail.
+var makePrivate = func(f *os.File) error { return f.Chmod(0o600) }
 
 // keepOld keeps the content just read from the locked file f for the
 // backup named backup, and returns the name it is under. Where it can, that

@@ -2,6 +2,7 @@ package atomicfile
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -143,5 +144,62 @@ func TestUpdateBackupOfLinkedFile(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(backup); string(b) != "one" || bi.Mode().Perm() != 0o600 {
 		t.Errorf("backup holds %q, mode %04o", b, bi.Mode().Perm())
+	}
+}
+
+// TestUpdateBackupWhereModesCannotChange: where the old file cannot be made
+// 0600 (root without CAP_FOWNER, root-squashed NFS), the backup is a copy.
+func TestUpdateBackupWhereModesCannotChange(t *testing.T) {
+	makePrivate = func(*os.File) error { return os.ErrPermission }
+	defer func() { makePrivate = func(f *os.File) error { return f.Chmod(0o600) } }()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "vm.kp")
+	if err := os.WriteFile(p, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(p)
+	backup, changed, err := Update(p, UpdateOptions{Backup: true}, func([]byte) ([]byte, error) { return []byte("two"), nil })
+	if err != nil || !changed {
+		t.Fatalf("changed %v, %v", changed, err)
+	}
+	bi, err := os.Stat(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(backup); string(b) != "one" || bi.Mode().Perm() != 0o600 || os.SameFile(before, bi) {
+		t.Errorf("backup holds %q, mode %04o, the old file itself: %v; want a 0600 copy of \"one\"", b, bi.Mode().Perm(), os.SameFile(before, bi))
+	}
+	des, _ := os.ReadDir(dir)
+	if len(des) != 2 {
+		t.Errorf("%d files in the directory; want the file and its backup", len(des))
+	}
+}
+
+// TestLongNames: a file whose name is as long as the file system allows
+// can still be rewritten with a backup; the temporary and backup names are
+// made from a shortened name.
+func TestLongNames(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, strings.Repeat("k", 230)+"é.kp")
+	if err := os.WriteFile(p, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	backup, _, err := Update(p, UpdateOptions{Backup: true}, func([]byte) ([]byte, error) { return []byte("two"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(backup); string(b) != "one" || !strings.HasPrefix(filepath.Base(backup), strings.Repeat("k", 200)) || !strings.HasSuffix(backup, ".bak") {
+		t.Errorf("backup %s holds %q", backup, b)
+	}
+	if _, err := WriteFile(p, []byte("three"), 0o644, Options{Overwrite: true, Backup: true}); err != nil {
+		t.Fatal(err)
+	}
+	useAnonymous = false
+	defer func() { useAnonymous = true }()
+	if _, err := WriteFile(p, []byte("four"), 0o644, Options{Overwrite: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteFile(filepath.Join(dir, "missing", "x.kp"), nil, 0o644, Options{}); !errors.Is(err, ErrNoDirectory) {
+		t.Errorf("writing into a directory that does not exist: %v; want ErrNoDirectory", err)
 	}
 }
