@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 )
 
 // stdinArg is the standard input of the command line being run, for the
@@ -48,10 +49,27 @@ func (a *app) stdoutFor(flag string) error {
 
 // notInPlace refuses "-" for a file that a command rewrites in place.
 func notInPlace(cmd string, files ...string) error {
+	type named struct {
+		name string
+		fi   os.FileInfo
+	}
+	seen := make([]named, 0, len(files))
 	for _, f := range files {
 		if f == "-" {
 			return usageError("%s rewrites the file in place, so it cannot be standard input (-); give the file's path", cmd)
 		}
+		// The same file twice would be changed by the first and found
+		// unchanged by the second, which a dry run cannot predict.
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue // reported with the file's own error
+		}
+		for _, other := range seen {
+			if os.SameFile(fi, other.fi) {
+				return usageError("%s and %s are the same file; name each file once", other.name, f)
+			}
+		}
+		seen = append(seen, named{f, fi})
 	}
 	return nil
 }
