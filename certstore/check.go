@@ -60,21 +60,74 @@ type Finding struct {
 	// Repairable: --repair acts on this finding (it did when Action is
 	// set). A dry run of --repair reports what it would change with it.
 	Repairable bool `json:"repairable,omitempty"`
+	// CannotRepair says why --repair cannot act on a finding it would
+	// otherwise repair (lost+found is not a directory, the entry cannot be
+	// moved), or why it failed to, and what to do. A dry run checks the
+	// same, so that it predicts what the real run does.
+	CannotRepair string `json:"cannotRepair,omitempty"`
 	// Warning: worth knowing, but not a problem (store check still exits
 	// 0 for it).
 	Warning bool `json:"warning,omitempty"`
 }
 
+// checker gathers the findings of Dir.Check and, with repair, acts on
+// each one as it is found. A repair that fails for one finding is noted in
+// it and the check goes on with the others.
+type checker struct {
+	s      *Dir
+	repair bool
+	out    []Finding
+}
+
+func (c *checker) rel(p string) string {
+	r, _ := filepath.Rel(c.s.dir, p)
+	return filepath.ToSlash(r)
+}
+
+// report adds a finding --repair does not act on.
+func (c *checker) report(f Finding) { c.out = append(c.out, f) }
+
+// move adds f, found at path, which --repair moves to lost+found.
+func (c *checker) move(f Finding, path string) {
+	f.Repairable = true
+	if err := c.s.canMoveAside(path); err != nil {
+		f.Repairable, f.CannotRepair = false, err.Error()
+	} else if c.repair {
+		if dst, err := c.s.moveAside(path); err != nil {
+			f.Repairable, f.CannotRepair = false, fmt.Sprintf("moving it to %s failed: %v", lostDir, err)
+		} else {
+			f.Action = "moved to " + c.rel(dst)
+		}
+	}
+	c.out = append(c.out, f)
+}
+
+// chmod adds f, found at path, which --repair sets to mode.
+func (c *checker) chmod(f Finding, path string, mode fs.FileMode) {
+	f.Repairable = true
+	if c.repair {
+		if err := os.Chmod(path, mode); err != nil {
+			f.Repairable, f.CannotRepair = false, fmt.Sprintf("setting mode %04o failed: %v", mode, err)
+		} else {
+			f.Action = fmt.Sprintf("set mode %04o", mode)
+		}
+	}
+	c.out = append(c.out, f)
+}
+
 // Check inspects the store under the exclusive lock (so that no write is in
 // flight and every temporary entry is a leftover) and, with repair, moves
 // broken entries and leftovers to lost+found and tightens permissions.
-// Nothing is ever deleted.
+// Nothing is ever deleted. A repair that cannot be made (or fails) for one
+// finding says so in its CannotRepair, and the others are still made; the
+// error is for a store that cannot be checked at all.
 func (s *Dir) Check(repair bool) ([]Finding, error) {
 	if _, err := os.Stat(s.dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	// A store that is not safe to use is reported, not repaired: what
 	// someone else could change cannot be trusted to be put right here.
+	// Nor is one whose own directories are not directories.
 	if ps := s.trustProblems(); len(ps) > 0 {
 		return ps, nil
 	}
@@ -83,35 +136,11 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 		return nil, err
 	}
 	defer unlock()
-	var out []Finding
-	add := func(f Finding, path string) error {
-		f.Repairable = true
-		if repair {
-			switch f.Kind {
-			case FindingPermissions:
-				if err := os.Chmod(path, permFor(path)); err != nil {
-					return err
-				}
-				f.Action = fmt.Sprintf("set mode %04o", permFor(path))
-			default:
-				dst, err := s.moveAside(path)
-				if err != nil {
-					return fmt.Errorf("moving %s aside: %w", path, err)
-				}
-				rel, _ := filepath.Rel(s.dir, dst)
-				f.Action = "moved to " + filepath.ToSlash(rel)
-			}
-		}
-		out = append(out, f)
-		return nil
+	c := &checker{s: s, repair: repair}
+	if d := s.lostProblem(); d != "" {
+		c.report(Finding{Kind: FindingLayout, Path: lostDir, Detail: d})
 	}
-	rel := func(p string) string {
-		r, _ := filepath.Rel(s.dir, p)
-		return filepath.ToSlash(r)
-	}
-	if err := s.checkPerm(s.dir, add, rel); err != nil {
-		return out, err
-	}
+	s.checkPerm(s.dir, c)
 	names, err := readNames(s.path(guardiansDir))
 	if err != nil {
 		return nil, err
@@ -122,28 +151,26 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 		if e.Broken() && e.MetaOnly {
 			// Certificates and keys that verify as a pair stay where
 			// they are; only the metadata is rebuilt.
-			f := Finding{Kind: FindingBroken, Path: rel(p), Name: n, Detail: e.Problem, Repairable: true}
-			if repair {
+			f := Finding{Kind: FindingBroken, Path: c.rel(p), Name: n, Detail: e.Problem, Repairable: true}
+			if err := s.canRebuildMeta(p); err != nil {
+				f.Repairable, f.CannotRepair = false, err.Error()
+			} else if repair {
 				if f.Action, err = s.rebuildMeta(p, e); err != nil {
-					return out, fmt.Errorf("rebuilding %s: %w", rel(p), err)
+					f.Repairable, f.CannotRepair = false, fmt.Sprintf("rebuilding its %s failed: %v", metaFile, err)
 				}
 			}
-			out = append(out, f)
+			c.report(f)
 			continue
 		}
 		if e.Broken() {
-			if err := add(Finding{Kind: FindingBroken, Path: rel(p), Name: n, Detail: e.Problem}, p); err != nil {
-				return out, err
-			}
+			c.move(Finding{Kind: FindingBroken, Path: c.rel(p), Name: n, Detail: e.Problem}, p)
 			continue
 		}
 		for _, f := range []string{"", signingKeyFile, encryptionKeyFile} {
 			if f != "" && !e.Meta.HasPrivateKeys {
 				continue
 			}
-			if err := s.checkPerm(filepath.Join(p, f), add, rel); err != nil {
-				return out, err
-			}
+			s.checkPerm(filepath.Join(p, f), c)
 		}
 	}
 	leftovers, err := readNames(s.path(tmpDir))
@@ -152,9 +179,7 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	}
 	for _, n := range leftovers {
 		p := s.path(tmpDir, n)
-		if err := add(Finding{Kind: FindingLeftover, Path: rel(p), Detail: "left by an interrupted write; it was never part of the store"}, p); err != nil {
-			return out, err
-		}
+		c.move(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "left by an interrupted write; it was never part of the store"}, p)
 	}
 	top, err := readNames(s.dir)
 	if err != nil {
@@ -166,11 +191,9 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 			continue
 		}
 		p := s.path(n)
-		if err := add(Finding{Kind: FindingUnexpected, Path: rel(p), Detail: "not part of a guardctl store"}, p); err != nil {
-			return out, err
-		}
+		c.move(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "not part of a guardctl store"}, p)
 	}
-	return out, nil
+	return c.out, nil
 }
 
 // permFor is the mode a store path should have: private keys 0600,
@@ -182,16 +205,31 @@ func permFor(path string) fs.FileMode {
 	return 0o600
 }
 
-func (s *Dir) checkPerm(path string, add func(Finding, string) error, rel func(string) string) error {
+func (s *Dir) checkPerm(path string, c *checker) {
 	if runtime.GOOS == "windows" {
-		return nil // modes do not express access there; the ACLs of the store's parent do
+		return // modes do not express access there; the ACLs of the store's parent do
 	}
 	fi, err := os.Lstat(path)
 	if err != nil || fi.Mode()&fs.ModeSymlink != 0 {
-		return nil
+		return
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return add(Finding{Kind: FindingPermissions, Path: rel(path), Detail: fmt.Sprintf("mode %04o lets other users read it; want %04o", fi.Mode().Perm(), permFor(path))}, path)
+		c.chmod(Finding{Kind: FindingPermissions, Path: c.rel(path), Detail: fmt.Sprintf("mode %04o lets other users read it; want %04o", fi.Mode().Perm(), permFor(path))}, path, permFor(path))
+	}
+}
+
+// canRebuildMeta says why rebuildMeta cannot be done on the entry at dir,
+// or nil: its damaged guardian.json must be moved aside, and a new one
+// written in dir.
+func (s *Dir) canRebuildMeta(dir string) error {
+	old := filepath.Join(dir, metaFile)
+	if _, err := os.Lstat(old); err == nil {
+		if err := s.canMoveAside(old); err != nil {
+			return err
+		}
+	}
+	if !writable(dir) {
+		return fmt.Errorf("%s is not writable by this user, so a new %s cannot be written there: make it writable (chmod u+w, as its owner) and run --repair again", dir, metaFile)
 	}
 	return nil
 }

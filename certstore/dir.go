@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -131,6 +132,43 @@ func newID(now time.Time) string {
 	var b [4]byte
 	rand.Read(b[:])
 	return now.UTC().Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// lostProblem says what is wrong with lost+found, and what to do, when it
+// exists and is not a directory: nothing can be moved there.
+func (s *Dir) lostProblem() string {
+	p := s.path(lostDir)
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+		return layoutProblem(p, lostDir, fi)
+	}
+	return ""
+}
+
+// canMoveAside says why moveAside(path) cannot be done, and what to do, or
+// nil when it can: lost+found is (or can be made) a directory this user
+// writes, and path can be renamed out of its directory. A dry run checks
+// this as the real run does, so that both say the same.
+func (s *Dir) canMoveAside(path string) error {
+	lost := s.path(lostDir)
+	fi, err := os.Lstat(lost)
+	switch {
+	case err == nil && !fi.IsDir():
+		return fmt.Errorf("%s is not a directory, so nothing can be moved there (see the %s finding)", lost, FindingLayout)
+	case err == nil && !writable(lost):
+		return fmt.Errorf("%s is not writable by this user: make it writable (chmod u+w) and run --repair again", lost)
+	case errors.Is(err, fs.ErrNotExist) && !writable(s.dir):
+		return fmt.Errorf("%s cannot be made: %s is not writable by this user", lost, s.dir)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s cannot be read: %w", lost, err)
+	}
+	if parent := filepath.Dir(path); !writable(parent) {
+		return fmt.Errorf("%s is not writable by this user, so nothing can be moved out of it: make it writable (chmod u+w, as its owner) and run --repair again", parent)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.IsDir() && !writableFile(path) {
+		// Renaming a directory into another one rewrites its "..".
+		return fmt.Errorf("it is a directory this user cannot write (mode %04o), which cannot be moved: make it writable (chmod u+w, as its owner) and run --repair again", fi.Mode().Perm())
+	}
+	return nil
 }
 
 // moveAside renames path to lost+found, keeping its base name visible.

@@ -55,6 +55,9 @@ func (s *Dir) LostAndFound() ([]LostItem, error) {
 }
 
 func (s *Dir) lostAndFound() ([]LostItem, error) {
+	if d := s.lostProblem(); d != "" {
+		return nil, fmt.Errorf("%w: %s", ErrLayout, d)
+	}
 	ids, err := readNames(s.path(lostDir))
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -160,7 +161,9 @@ func (s *Dir) Get(name string) (*Entry, error) {
 	}
 	defer unlock()
 	dir := s.path(guardiansDir, name)
-	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		// No entry (with guardians/ not a directory, there is none either:
+		// lock refuses such a store, but never show one made up).
 		return nil, fmt.Errorf("guardian %q %w in %s", name, ErrNotFound, s.dir)
 	}
 	return loadEntry(dir, name), nil

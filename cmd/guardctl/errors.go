@@ -121,6 +121,8 @@ func classify(err error) (int, string) {
 		return exitExists, "pass --force to overwrite it; the old file is kept as a .bak backup"
 	case errors.Is(err, certstore.ErrUntrusted):
 		return exitFailure, "chmod 0700 the store and its directories, make them owned by the user running guardctl, and replace a symbolic link with a directory; 'guardctl store check' lists what is wrong"
+	case errors.Is(err, certstore.ErrLayout):
+		return exitFailure, "nothing in the store was read or changed; 'guardctl store check' lists what is wrong with it"
 	case errors.Is(err, certstore.ErrLocked):
 		return exitFailure, "wait for the other guardctl to finish, then try again"
 	}

@@ -95,20 +95,25 @@ func TestScripts(t *testing.T) {
 			if cond == "loop" {
 				return loopCondition()
 			}
+			if cond == "nobody" {
+				return nobodyCondition()
+			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"capture":  cmdCapture,
-			"berify":   cmdBerify,
-			"mkcert":   cmdMkcert,
-			"snapshot": cmdSnapshot,
-			"perm":     cmdPerm,
-			"mkpfx":    cmdMkpfx,
-			"exits":    cmdExits,
-			"fakewin":  cmdFakewin,
-			"predict":  cmdPredict,
-			"loopdev":  cmdLoopdev,
-			"holdexcl": cmdHoldExcl,
+			"capture":   cmdCapture,
+			"berify":    cmdBerify,
+			"mkcert":    cmdMkcert,
+			"snapshot":  cmdSnapshot,
+			"perm":      cmdPerm,
+			"mkpfx":     cmdMkpfx,
+			"exits":     cmdExits,
+			"fakewin":   cmdFakewin,
+			"predict":   cmdPredict,
+			"loopdev":   cmdLoopdev,
+			"holdexcl":  cmdHoldExcl,
+			"nobodydir": cmdNobodyDir,
+			"nobody":    cmdNobody,
 		},
 	})
 }
@@ -419,4 +424,76 @@ func cmdHoldExcl(ts *testscript.TestScript, neg bool, args []string) {
 	f, err := os.OpenFile(args[0], os.O_RDONLY|os.O_EXCL, 0)
 	ts.Check(err)
 	ts.Defer(func() { f.Close() })
+}
+
+// nobodyUID is the user the [nobody] scripts run guardctl as: the
+// permission checks a store's owner meets are only real without root.
+const nobodyUID = "65534"
+
+// nobodyCondition is the [nobody] condition: root (to give a directory to
+// user 65534) and setpriv are here. Under CI (CI=true), which has both,
+// their absence is an error, not a skip.
+func nobodyCondition() (bool, error) {
+	_, err := exec.LookPath("setpriv")
+	if err == nil && os.Geteuid() != 0 {
+		err = fmt.Errorf("running as uid %d, not root", os.Geteuid())
+	}
+	if err != nil && os.Getenv("CI") == "true" {
+		return false, fmt.Errorf("running as another user needs root and setpriv, which CI has: %v", err)
+	}
+	return err == nil, nil
+}
+
+// nobodydir VAR makes a directory owned by user 65534, in a directory
+// everyone can reach (the script's own is private to root), with a copy of
+// guardctl that user can run, and sets VAR to it. Both go when the script
+// ends.
+func cmdNobodyDir(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: nobodydir VAR")
+	}
+	if ok, err := nobodyCondition(); !ok {
+		ts.Fatalf("running as another user needs root and setpriv (%v); scripts check [nobody] first", err)
+	}
+	top, err := os.MkdirTemp("", "guardctl-nobody-")
+	ts.Check(err)
+	ts.Defer(func() { os.RemoveAll(top) })
+	ts.Check(os.Chmod(top, 0o755))
+	exe, err := os.Executable()
+	ts.Check(err)
+	data, err := os.ReadFile(exe)
+	ts.Check(err)
+	ts.Check(os.WriteFile(filepath.Join(top, "guardctl"), data, 0o755))
+	home := filepath.Join(top, "home")
+	ts.Check(os.Mkdir(home, 0o700))
+	uid, _ := strconv.Atoi(nobodyUID)
+	ts.Check(os.Chown(home, uid, uid))
+	ts.Setenv(args[0], home)
+	ts.Setenv("NOBODY_GUARDCTL", filepath.Join(top, "guardctl"))
+}
+
+// nobody CODE guardctl ARGS... runs guardctl as user 65534, with no
+// groups, and checks its exit code exactly (nobodydir comes first).
+func cmdNobody(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 || args[1] != "guardctl" || neg {
+		ts.Fatalf("usage: nobody CODE guardctl ARGS...")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	bin := ts.Getenv("NOBODY_GUARDCTL")
+	if bin == "" {
+		ts.Fatalf("nobody: run nobodydir first")
+	}
+	ts.Setenv(asMainEnv, "1")
+	defer ts.Setenv(asMainEnv, "")
+	err = ts.Exec("setpriv", append([]string{"--reuid=" + nobodyUID, "--regid=" + nobodyUID, "--clear-groups", "--", bin}, args[2:]...)...)
+	got := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		got = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("nobody: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("guardctl as user %s exited %d; want %d", nobodyUID, got, want)
+	}
 }

@@ -46,7 +46,10 @@ missing or damaged) while its certificates and keys verify as a pair gets its
 metadata rebuilt in place (a damaged guardian.json goes to lost+found); other
 broken entries and leftovers are moved to the store's lost+found directory
 (nothing is deleted) and permissions are tightened. 'guardctl store recover'
-brings a guardian back out of lost+found.
+brings a guardian back out of lost+found. What --repair cannot do (lost+found
+is not a directory, an entry cannot be renamed) is said for each finding, by a
+dry run too; the other findings are still repaired. A store path of the wrong
+type (guardians a file, .lock a directory) is reported, not repaired.
 
 On Hyper-V's store (--store hyperv) it finds registrations whose certificates
 were deleted, guardians without usable private keys, pairs Remove-HgsGuardian
@@ -73,11 +76,12 @@ when problems remain.`,
 			if err != nil {
 				return err
 			}
-			changed := false
+			changed, repairable := false, false
 			res := checkResult{Store: st.Location(), Clean: len(findings) == 0, Findings: findings}
 			for _, f := range findings {
 				fixed := f.Action != "" || (repair && f.Repairable)
 				changed = changed || (repair && f.Repairable)
+				repairable = repairable || f.Repairable
 				if !f.Warning && !fixed {
 					res.Remaining++
 				}
@@ -99,6 +103,8 @@ when problems remain.`,
 				for _, f := range findings {
 					action := f.Action
 					switch {
+					case action == "" && f.CannotRepair != "":
+						action = "cannot repair: " + f.CannotRepair
 					case action == "" && repair && f.Repairable:
 						action = "would be repaired"
 					case action == "":
@@ -111,10 +117,12 @@ when problems remain.`,
 				}
 			}
 			switch {
-			case res.Remaining > 0 && !repair:
+			case res.Remaining > 0 && !repair && repairable:
 				return &cliError{code: exitStoreProblem, msg: "the store has problems", hint: "'guardctl store check --repair' moves them aside without deleting anything"}
+			case res.Remaining > 0 && !repair:
+				return &cliError{code: exitStoreProblem, msg: "the store has problems --repair cannot put right", hint: "do what the PROBLEM and ACTION columns (detail and cannotRepair in JSON) say, then run 'guardctl store check' again"}
 			case res.Remaining > 0:
-				return &cliError{code: exitStoreProblem, msg: fmt.Sprintf("%d of the problems need more than --repair can do", res.Remaining), hint: "see the PROBLEM column: a guardian without private keys needs its PFX pair imported again ('guardctl guardian import NAME --dir DIR --force')"}
+				return &cliError{code: exitStoreProblem, msg: fmt.Sprintf("%d of the problems need more than --repair can do", res.Remaining), hint: "see the PROBLEM and ACTION columns (detail and cannotRepair in JSON), put right what they name, and run --repair again; a guardian without private keys needs its PFX pair imported again ('guardctl guardian import NAME --dir DIR --force')"}
 			}
 			return nil
 		},
