@@ -14,6 +14,7 @@ import (
 
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 )
@@ -553,6 +554,14 @@ func kpGrantRevokeCase(name, grantFlag, revokeFlag string) killCase {
 			kpWhole(t, data, ids, key, i)
 			if fi, err := os.Stat(kp); err != nil || fi.Mode().Perm() != 0o644 {
 				t.Fatalf("run %d: the key protector's mode changed: %v %v", i, fi.Mode(), err)
+			}
+			// What a kill leaves of a backup under way is in a private
+			// directory.
+			left, _ := filepath.Glob(filepath.Join(dir, atomicfile.TempPrefix+"*"))
+			for _, l := range left {
+				if fi, err := os.Lstat(l); err == nil && fi.IsDir() && fi.Mode().Perm() != 0o700 {
+					t.Fatalf("run %d left %s, mode %v", i, l, fi.Mode())
+				}
 			}
 			backups, _ := filepath.Glob(kp + ".*.bak")
 			for _, b := range backups {

@@ -113,7 +113,7 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 	}
 	if _, err := st.place(path, Options{Overwrite: true}); err != nil {
 		if kept != "" {
-			os.Remove(kept)
+			dropKept(kept, backup)
 		}
 		return "", false, err
 	}
@@ -127,8 +127,8 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 		if err == nil {
 			err = os.Rename(kept, backup)
 		}
+		dropKept(kept, backup)
 		if err != nil {
-			os.Remove(kept)
 			if _, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true}); err != nil {
 				backup, backupErr = "", fmt.Errorf("%s was changed, but its backup could not be kept: %w", path, err)
 			}
@@ -149,24 +149,38 @@ var makePrivate = func(f *os.File) error { return f.Chmod(0o600) }
 
 // keepOld keeps the content just read from the locked file f for the
 // backup named backup, and returns the name it is under. Where it can, that
-// is the old file itself under a temporary name (a hard link to the very
-// file read, as durable as it was): no copy is written and synced, which in
-// a batch halves the fsyncs. Update renames it to backup once the file's
-// own name has moved on to the new content and it is made 0600, so that no
-// backup is ever readable by more than its owner and the file never changes
-// mode while it is in use. It links only a file it may change the mode of
-// and that has no other name. Elsewhere (no hard links, another owner, a
-// second name) the backup is a copy, written and synced, mode 0600, under
-// its own name.
+// is the old file itself (a hard link to the very file read, as durable as
+// it was): no copy is written and synced, which in a batch halves the
+// fsyncs. The link is made in a new directory of mode 0700 (a temporary
+// name), so that while the old file still has its old mode, and after a
+// kill, no one but its owner reaches it through that name; Update makes it
+// 0600 once the file's own name has moved on to the new content, and only
+// then moves it to backup, so that the file never changes mode while it is
+// in use. It links only a file it may change the mode of and that has no
+// other name. Elsewhere (no hard links, another owner, a second name) the
+// backup is a copy, written and synced, mode 0600, under its own name.
 func keepOld(f *os.File, fi fs.FileInfo, old []byte, backup string) (string, error) {
 	if locks && useAnonymous && mayBecomeBackup(fi) {
-		tmp := tempName(backup)
-		if linkOpen(f, tmp) == nil {
-			return tmp, nil
+		dir := tempName(backup)
+		if os.Mkdir(dir, 0o700) == nil { // the umask only narrows it
+			kept := filepath.Join(dir, "old")
+			if linkOpen(f, kept) == nil {
+				return kept, nil
+			}
+			os.Remove(dir)
 		}
 	}
 	_, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true})
 	return backup, err
+}
+
+// dropKept removes what keepOld made that is still there: the name kept
+// and, for a link, its private directory.
+func dropKept(kept, backup string) {
+	os.Remove(kept)
+	if kept != backup {
+		os.Remove(filepath.Dir(kept))
+	}
 }
 
 func readBounded(f *os.File, limit int64) ([]byte, error) {

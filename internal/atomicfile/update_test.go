@@ -203,3 +203,40 @@ func TestLongNames(t *testing.T) {
 		t.Errorf("writing into a directory that does not exist: %v; want ErrNoDirectory", err)
 	}
 }
+
+// TestUpdateBackupWindow: in the instant between the file's name moving on
+// to the new content and the old file becoming 0600 (what a kill there
+// leaves), the old file, still 0644, is reachable only through a directory
+// of mode 0700.
+func TestUpdateBackupWindow(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("linkOpen is Linux's")
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "vm.kp")
+	if err := os.WriteFile(p, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	saw := false
+	makePrivate = func(f *os.File) error {
+		saw = true
+		des, _ := os.ReadDir(dir)
+		for _, d := range des {
+			fi, _ := os.Lstat(filepath.Join(dir, d.Name()))
+			switch {
+			case d.Name() == "vm.kp":
+			case fi.IsDir() && fi.Mode().Perm() == 0o700 && strings.HasPrefix(d.Name(), TempPrefix):
+			default:
+				t.Errorf("in the window, %s (mode %v) is in the directory", d.Name(), fi.Mode())
+			}
+		}
+		return f.Chmod(0o600)
+	}
+	defer func() { makePrivate = func(f *os.File) error { return f.Chmod(0o600) } }()
+	if _, _, err := Update(p, UpdateOptions{Backup: true}, func([]byte) ([]byte, error) { return []byte("two"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !saw {
+		t.Error("the backup was not the old file itself")
+	}
+}
