@@ -130,6 +130,9 @@ swtpm's sections becomes zeros.`,
 			if to == "-" {
 				return usageError("--to is where the state goes, a directory or a file; standard output (-) is not one")
 			}
+			// "out/" names the directory out: its parent is where the new
+			// state is made and the old one kept.
+			to = filepath.Clean(to)
 			if keyOut != "" && passOut != "" {
 				return usageError("give --key-out or --passphrase-out, not both")
 			}
