@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/guardctl/guardctl/internal/atomicfile"
@@ -147,7 +148,13 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	}
 	for _, n := range names {
 		p := s.path(guardiansDir, n)
+		closed := s.checkClosed(p, c)
 		e := loadEntry(p, n)
+		if closed {
+			// What its owner cannot read yet is not damage: the real
+			// run reads it once its mode is set.
+			e = withoutDenied(e)
+		}
 		if e.Broken() && e.MetaOnly {
 			// Certificates and keys that verify as a pair stay where
 			// they are; only the metadata is rebuilt.
@@ -216,6 +223,57 @@ func (s *Dir) checkPerm(path string, c *checker) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		c.chmod(Finding{Kind: FindingPermissions, Path: c.rel(path), Detail: fmt.Sprintf("mode %04o lets other users read it; want %04o", fi.Mode().Perm(), permFor(path))}, path, permFor(path))
 	}
+}
+
+// checkClosed finds, in the guardian entry at dir, the directory and the
+// files whose mode denies their owner, the user running guardctl, what the
+// store needs (a directory its owner can list and change, files their owner
+// can read): a mode problem, not damage. --repair gives each the mode the
+// store writes it with. It reports whether any is left as it was (a dry
+// run, a chmod that failed): the entry cannot then be read as it will be.
+func (s *Dir) checkClosed(dir string, c *checker) (left bool) {
+	if runtime.GOOS == "windows" {
+		return false // modes do not express access there
+	}
+	closed := func(path string, isDir bool, need, want fs.FileMode, denies string) bool {
+		fi, err := os.Lstat(path)
+		if err != nil || fi.IsDir() != isDir || (!isDir && !fi.Mode().IsRegular()) {
+			return false // absent, unreadable or of another type: loadEntry says so
+		}
+		if uid, ok := ownerOf(fi); !ok || uid != os.Geteuid() || fi.Mode().Perm()&need == need {
+			return false
+		}
+		c.chmod(Finding{Kind: FindingPermissions, Path: c.rel(path), Detail: fmt.Sprintf("mode %04o denies its owner %s; want %04o", fi.Mode().Perm(), denies, want)}, path, want)
+		return c.out[len(c.out)-1].Action == ""
+	}
+	if closed(dir, true, 0o700, 0o700, "listing or changing it") {
+		return true // what is in it cannot be looked at until it is set
+	}
+	for _, f := range []struct {
+		name string
+		want fs.FileMode
+	}{{metaFile, 0o644}, {signingCertFile, 0o644}, {encryptionCertFil, 0o644}, {encryptionSigFile, 0o644}, {signingKeyFile, 0o600}, {encryptionKeyFile, 0o600}} {
+		if closed(filepath.Join(dir, f.name), false, 0o400, f.want, "reading it") {
+			left = true
+		}
+	}
+	return left
+}
+
+// withoutDenied is e without its "permission denied" problems, for an entry
+// whose modes checkClosed found too closed and left so: what is behind them
+// is unknown until they are set. It keeps every other problem (and then is
+// not taken for one whose metadata alone can be rebuilt).
+func withoutDenied(e *Entry) *Entry {
+	var kept []string
+	for _, p := range e.Problems {
+		if !strings.HasSuffix(p, ": "+describe(fs.ErrPermission)) {
+			kept = append(kept, p)
+		}
+	}
+	f := *e
+	f.Problems, f.Problem, f.MetaOnly = kept, strings.Join(kept, "; "), false
+	return &f
 }
 
 // canRebuildMeta says why rebuildMeta cannot be done on the entry at dir,

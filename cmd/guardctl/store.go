@@ -38,14 +38,16 @@ func newStoreCheckCmd(a *app) *cobra.Command {
 		Short: "Find broken guardians and leftovers of interrupted writes",
 		Long: `Check every entry of the store: guardians whose files are missing, damaged or
 do not match (a key deleted by hand, a corrupted certificate), leftovers of a
-write that was interrupted, files that are not part of a store, and keys or
-directories other users can read.
+write that was interrupted, files that are not part of a store, keys or
+directories other users can read, and files or directories whose mode denies
+their owner (a key chmod 000): a mode problem, not damage.
 
 With --repair, an entry whose only problem is its metadata (guardian.json
 missing or damaged) while its certificates and keys verify as a pair gets its
 metadata rebuilt in place (a damaged guardian.json goes to lost+found); other
 broken entries and leftovers are moved to the store's lost+found directory
-(nothing is deleted) and permissions are tightened. 'guardctl store recover'
+(nothing is deleted) and modes are set as the store writes them (0600 keys,
+0700 directories; too open or too closed). 'guardctl store recover'
 brings a guardian back out of lost+found. What --repair cannot do (lost+found
 is not a directory, an entry cannot be renamed) is said for each finding, by a
 dry run too; the other findings are still repaired. A store path of the wrong
