@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -291,6 +292,49 @@ var contract = []struct {
 		r, err := s.Restore("pub")
 		if err != nil || r.Entry.Broken() || r.Entry.Meta.HasPrivateKeys {
 			t.Fatalf("Restore: %+v %v", r, err)
+		}
+	}},
+	{"a public-only guardian gains its private keys", func(t *testing.T, s certstore.Store, b breaker) {
+		g := makeGuardian(t, "pub", "h", time.Time{})
+		sig, err := g.SignEncryptionCertificate()
+		must(t, err)
+		p := g.Public()
+		p.EncryptionCertSignature = sig
+		if _, err := s.Add(p, certstore.OriginPublic, false); err != nil {
+			t.Fatal(err)
+		}
+		// The same certificates with their keys: a change, and no replace
+		// needed; the public file again, or another pair, are not.
+		plan, err := certstore.PlanAdd(s, g, false)
+		if err != nil || !plan.Changed || !plan.AddsKeys {
+			t.Fatalf("PlanAdd with keys: %+v %v", plan, err)
+		}
+		if plan, err := certstore.PlanAdd(s, p, false); err != nil || plan.Changed || plan.AddsKeys {
+			t.Errorf("PlanAdd of the public guardian again: %+v %v", plan, err)
+		}
+		other := makeGuardian(t, "pub", "h2", time.Time{})
+		if _, err := certstore.PlanAdd(s, other, false); !errors.Is(err, certstore.ErrExists) || !strings.Contains(err.Error(), "other certificates") {
+			t.Errorf("PlanAdd of other certificates: %v", err)
+		}
+		c, err := s.Add(g, certstore.OriginPFX, plan.AddsKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameGuardian(t, c.Entry, g)
+		if plan, err := certstore.PlanAdd(s, g, false); err != nil || plan.Changed {
+			t.Errorf("PlanAdd once the keys are there: %+v %v", plan, err)
+		}
+		if plan, err := certstore.PlanAdd(s, p, false); err != nil || plan.Changed {
+			t.Errorf("PlanAdd of the public guardian once the keys are there: %+v %v", plan, err)
+		}
+		// A broken guardian with these certificates needs replace, and
+		// the error does not call them other certificates.
+		b.dropKey(t, s, "pub")
+		if _, err := certstore.PlanAdd(s, g, false); !errors.Is(err, certstore.ErrExists) || !strings.Contains(err.Error(), "the same certificates, and is broken") {
+			t.Errorf("PlanAdd over a broken guardian: %v", err)
+		}
+		if plan, err := certstore.PlanAdd(s, g, true); err != nil || !plan.Changed || plan.AddsKeys {
+			t.Errorf("PlanAdd over a broken guardian with replace: %+v %v", plan, err)
 		}
 	}},
 	{"a lost private key", func(t *testing.T, s certstore.Store, b breaker) {

@@ -17,21 +17,34 @@ type Plan struct {
 	Changed bool
 	// Existing is the guardian the name has now, if any.
 	Existing *Entry
+	// AddsKeys: Existing is whole and public only, with the same two
+	// certificates as the guardian being added, which has its private
+	// keys. Adding it loses nothing and needs no replace: the command
+	// passes replace for it (the public-only entry goes to the trash, as a
+	// replaced guardian does).
+	AddsKeys bool
 }
 
 // Holds reports whether e already is g: whole, with the same two
 // certificates (the same thumbprints), and with the private keys if g has
 // them. Importing g again would change nothing.
 func (e *Entry) Holds(g *guardian.Guardian) bool {
+	return !e.Broken() && e.sameCerts(g) && (!g.HasPrivateKeys() || e.Meta.HasPrivateKeys)
+}
+
+// sameCerts reports whether e has g's two certificates (the same
+// thumbprints), broken or not.
+func (e *Entry) sameCerts(g *guardian.Guardian) bool {
 	h := e.Guardian
-	return !e.Broken() && h != nil && h.Signing != nil && h.Encryption != nil &&
-		h.Signing.Equal(g.Signing) && h.Encryption.Equal(g.Encryption) &&
-		(!g.HasPrivateKeys() || e.Meta.HasPrivateKeys)
+	return h != nil && h.Signing != nil && h.Encryption != nil &&
+		h.Signing.Equal(g.Signing) && h.Encryption.Equal(g.Encryption)
 }
 
 // PlanAdd says what Add(g, _, replace) would do: nothing when the store
-// already holds g under its name, ErrExists when it holds another guardian
-// of that name and replace is not set, else a change.
+// already holds g under its name; a change that adds g's private keys
+// (AddsKeys) when the store holds g public only; ErrExists when it holds
+// another guardian of that name, or a broken one, and replace is not set;
+// else a change.
 func PlanAdd(s Store, g *guardian.Guardian, replace bool) (Plan, error) {
 	e, err := s.Get(g.Name)
 	switch {
@@ -41,6 +54,15 @@ func PlanAdd(s Store, g *guardian.Guardian, replace bool) (Plan, error) {
 		return Plan{}, err
 	case e.Holds(g):
 		return Plan{Existing: e}, nil
+	case !e.Broken() && e.sameCerts(g) && g.HasPrivateKeys():
+		// Holds failed on the keys alone: the store has g public only.
+		return Plan{Changed: true, Existing: e, AddsKeys: true}, nil
+	case !replace && e.Broken():
+		what := "other certificates"
+		if e.sameCerts(g) {
+			what = "the same certificates"
+		}
+		return Plan{Existing: e}, fmt.Errorf("guardian %q %w in %s with %s, and is broken: %s", g.Name, ErrExists, s.Location(), what, e.Problem)
 	case !replace:
 		return Plan{Existing: e}, fmt.Errorf("guardian %q %w in %s with other certificates", g.Name, ErrExists, s.Location())
 	}

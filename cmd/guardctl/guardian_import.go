@@ -37,7 +37,9 @@ certificates (every guardian Hyper-V or guardctl generates) are accepted when
 their self-signature verifies. Keys must be RSA of at least 2048 bits.
 
 An existing guardian of the same name is replaced only with --force, and then
-kept in the trash.
+kept in the trash. Importing what the store already holds changes nothing. The
+PFX pair of a guardian the store holds public only, with the same certificates,
+adds its private keys without --force (the public-only entry goes to the trash).
 
 In Hyper-V's store (--store hyperv, the default on Windows), import does what
 New-HgsGuardian does with a PFX pair: it puts both certificates, with their keys
@@ -105,20 +107,32 @@ not registered.`,
 				a.note("guardctl: %s already holds guardian %q with these certificates; unchanged", st.Location(), name)
 				return a.showGuardian(plan.Existing)
 			case a.dryRun:
-				a.note("guardctl: would import guardian %q into %s", name, st.Location())
-				if plan.Existing != nil {
-					a.note("guardctl: the guardian %q there now would go to the trash", name)
+				switch {
+				case plan.AddsKeys:
+					a.note("guardctl: would add the private keys to guardian %q, which %s holds public only with these certificates", name, st.Location())
+				default:
+					a.note("guardctl: would import guardian %q into %s", name, st.Location())
+					if plan.Existing != nil {
+						a.note("guardctl: the guardian %q there now would go to the trash", name)
+					}
 				}
 				return a.showGuardian(&certstore.Entry{Name: name, Guardian: g, Meta: certstore.Meta{Name: name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin}})
 			}
-			c, err := st.Add(g, origin, force)
+			// Adding the private keys to the same certificates loses
+			// nothing (the public-only entry is kept in the trash), so it
+			// needs no --force.
+			c, err := st.Add(g, origin, force || plan.AddsKeys)
 			if err != nil {
 				return err
 			}
-			if c.ReplacedID != "" {
-				a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
+			if plan.AddsKeys {
+				a.note("guardctl: added the private keys to guardian %q in %s (the same certificates; its public-only entry is in the trash)", name, st.Location())
+			} else {
+				if c.ReplacedID != "" {
+					a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
+				}
+				a.note("guardctl: imported guardian %q into %s", name, st.Location())
 			}
-			a.note("guardctl: imported guardian %q into %s", name, st.Location())
 			a.notice(c)
 			return a.showGuardian(c.Entry)
 		},
