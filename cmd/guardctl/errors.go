@@ -34,6 +34,9 @@ type cliError struct {
 	code int
 	msg  string
 	hint string
+	// path is the file the error is about, when it is one the user named
+	// (openError), so that a caller's hint can be about that file only.
+	path string
 }
 
 func (e *cliError) Error() string { return e.msg }

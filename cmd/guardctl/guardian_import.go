@@ -88,7 +88,7 @@ not registered.`,
 				}
 				g, err = a.readPFXPair(name, signingFile, encryptionFile, policy, &pw)
 				var ce *cliError
-				if dir != "" && errors.As(err, &ce) && ce.code == exitNotFound {
+				if dir != "" && errors.As(err, &ce) && ce.code == exitNotFound && (ce.path == signingFile || ce.path == encryptionFile) {
 					ce.hint = fmt.Sprintf("with --dir, guardctl reads %s and %s, as 'guardian export' names them; give other names with --signing and --encryption", signingFile, encryptionFile)
 				}
 				origin = certstore.OriginPFX
@@ -179,9 +179,9 @@ func readInput(path string, limit int64) ([]byte, error) {
 // be opened: a missing one is "not found", with a hint.
 func openError(path string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
-		return &cliError{code: exitNotFound, msg: fmt.Sprintf("%s: no such file", path), hint: "check the path (relative paths start from the current directory)"}
+		return &cliError{code: exitNotFound, msg: fmt.Sprintf("%s: no such file", path), hint: "check the path (relative paths start from the current directory)", path: path}
 	}
-	return &cliError{code: exitNotFound, msg: err.Error()}
+	return &cliError{code: exitNotFound, msg: err.Error(), path: path}
 }
 
 // inFile says which file an error is about, keeping the kind of the

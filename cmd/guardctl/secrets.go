@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 
@@ -23,6 +24,10 @@ type passwordSource struct {
 func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, error) {
 	if p.file != "" {
 		b, err := readInput(p.file, maxPasswordFile)
+		var ce *cliError
+		if errors.As(err, &ce) && ce.code == exitNotFound {
+			ce.hint = fmt.Sprintf("--password-file %s names the file that holds the password; check its path (relative paths start from the current directory)", p.file)
+		}
 		if err != nil {
 			return "", err
 		}
