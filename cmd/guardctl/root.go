@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -75,6 +76,10 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 		// is not a command, which is what to say.
 		if cmd.HasSubCommands() && len(cmd.Flags().Args()) > 0 {
 			return unknownCommand(cmd, cmd.Flags().Args())
+		}
+		// A value a choiceFlag does not take says so itself.
+		if ce := (*cliError)(nil); errors.As(err, &ce) {
+			return ce
 		}
 		return &cliError{code: exitUsage, msg: err.Error(), hint: fmt.Sprintf("see '%s --help'", cmd.CommandPath())}
 	})
@@ -216,4 +221,38 @@ func flagSet(fs *pflag.FlagSet, name string) bool {
 func isTerminalWriter(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// choiceFlag is a string flag that takes one of a few values. A value it
+// does not take is refused when the flags are parsed, before anything is
+// read: a usage error (exit 2) whose hint lists the values it takes.
+type choiceFlag struct {
+	name    string
+	value   *string
+	allowed []string
+}
+
+// choiceVar defines the flag name on fs, with def as its default and
+// allowed as the values it takes, and completes those values.
+func choiceVar(cmd *cobra.Command, p *string, name, def, usage string, allowed ...string) {
+	*p = def
+	cmd.Flags().Var(&choiceFlag{name: name, value: p, allowed: allowed}, name, usage)
+	cmd.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(allowed, cobra.ShellCompDirectiveNoFileComp))
+}
+
+func (c *choiceFlag) String() string { return *c.value }
+
+// Type is "string", as for any string flag, in help and completion.
+func (c *choiceFlag) Type() string { return "string" }
+
+func (c *choiceFlag) Set(s string) error {
+	for _, v := range c.allowed {
+		if s == v {
+			*c.value = s
+			return nil
+		}
+	}
+	return &cliError{code: exitUsage,
+		msg:  fmt.Sprintf("unknown --%s %q (want %s)", c.name, s, strings.Join(c.allowed, " or ")),
+		hint: fmt.Sprintf("--%s takes one of: %s", c.name, strings.Join(c.allowed, ", "))}
 }

@@ -43,13 +43,13 @@ type stateKeyFlags struct {
 func (f *stateKeyFlags) register(cmd *cobra.Command, prefix, what string) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.keyFile, prefix+"key-file", "", what+" key file, as swtpm --key file= reads it (- for standard input)")
-	fl.StringVar(&f.keyFormat, prefix+"key-format", "hex", "format of the "+prefix+"key file: hex or binary")
+	choiceVar(cmd, &f.keyFormat, prefix+"key-format", "hex", "format of the "+prefix+"key file: hex or binary", "hex", "binary")
 	fl.StringVar(&f.passphraseFile, prefix+"passphrase-file", "", what+" passphrase file, every byte of it (as swtpm --key pwdfile= and libvirt's secret; - for standard input)")
 	kdfUsage := "swtpm's key derivation (kdf=) for the passphrase: pbkdf2 or sha512 (default: whichever opens the state)"
 	if prefix != "" {
 		kdfUsage = "swtpm's key derivation (kdf=) for the new passphrase: pbkdf2 (swtpm's default) or sha512"
 	}
-	fl.StringVar(&f.kdf, prefix+"kdf", "", kdfUsage)
+	choiceVar(cmd, &f.kdf, prefix+"kdf", "", kdfUsage, string(vtpm.KDFPBKDF2), string(vtpm.KDFSHA512))
 	cmd.MarkFlagsMutuallyExclusive(prefix+"key-file", prefix+"passphrase-file")
 	cmd.MarkFlagsMutuallyExclusive(prefix+"key-file", prefix+"kdf")
 }
