@@ -180,6 +180,9 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 			s.checkPerm(filepath.Join(p, f), c)
 		}
 	}
+	if err := s.checkTrash(c); err != nil {
+		return nil, err
+	}
 	leftovers, err := readNames(s.path(tmpDir))
 	if err != nil {
 		return nil, err
@@ -201,6 +204,58 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 		c.move(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "not part of a guardctl store"}, p)
 	}
 	return c.out, nil
+}
+
+// checkTrash finds what in trash/ is not a removed guardian (trash/ID/NAME,
+// ID as newID makes it, NAME a guardian's directory): --repair moves each
+// such thing to lost+found, like a broken entry (a guardian in a trash
+// entry with a malformed ID goes there whole, where store recover finds
+// it), and removes a trash entry it leaves empty. An empty trash entry,
+// left by an interrupted remove or restore, is a leftover.
+func (s *Dir) checkTrash(c *checker) error {
+	ids, err := readNames(s.path(trashDir))
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		p := s.path(trashDir, id)
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.IsDir() {
+			c.move(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "not a trash entry (a directory ID/NAME holding a removed guardian)"}, p)
+			continue
+		}
+		names, err := readNames(p)
+		if err != nil {
+			c.report(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "cannot be read: " + describe(err)})
+			continue
+		}
+		if len(names) == 0 {
+			c.move(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "an empty trash entry, left by an interrupted remove or restore"}, p)
+			continue
+		}
+		_, validID := trashTime(id)
+		moved := 0
+		for _, n := range names {
+			q := filepath.Join(p, n)
+			d := trashedProblem(q, n)
+			if d == "" && validID {
+				continue
+			}
+			f := Finding{Kind: FindingUnexpected, Path: c.rel(q), Detail: d}
+			if d == "" {
+				f.Name = n
+				f.Detail = fmt.Sprintf("%s is not a trash ID (guardctl makes them as YYYYMMDDTHHMMSS.NNNNNNNNNZ-XXXXXXXX), so this is not a removed guardian 'guardian restore' can find", id)
+			}
+			c.move(f, q)
+			if c.out[len(c.out)-1].Action != "" {
+				moved++
+			}
+		}
+		if moved == len(names) {
+			os.Remove(p) // now empty: it held nothing else
+		}
+	}
+	return nil
 }
 
 // permFor is the mode a store path should have: private keys 0600,

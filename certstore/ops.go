@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -260,16 +261,52 @@ func (s *Dir) trash() ([]Removed, error) {
 	}
 	var out []Removed
 	for i := len(ids) - 1; i >= 0; i-- {
+		ts, ok := trashTime(ids[i])
+		if !ok {
+			continue // not a trash entry: store check reports it
+		}
 		names, err := readNames(s.path(trashDir, ids[i]))
 		if err != nil {
 			continue
 		}
-		ts, _ := time.Parse("20060102T150405.000000000Z", strings.SplitN(ids[i], "-", 2)[0])
 		for _, n := range names {
-			out = append(out, Removed{Name: n, ID: ids[i], RemovedAt: ts})
+			if trashedProblem(s.path(trashDir, ids[i], n), n) == "" {
+				out = append(out, Removed{Name: n, ID: ids[i], RemovedAt: ts})
+			}
 		}
 	}
 	return out, nil
+}
+
+// trashID is the shape of the IDs newID makes.
+var trashID = regexp.MustCompile(`^\d{8}T\d{6}\.\d{9}Z-[0-9a-f]{8}$`)
+
+// trashTime is when the trash entry id was made; false when id is not one
+// newID made.
+func trashTime(id string) (time.Time, bool) {
+	if !trashID.MatchString(id) {
+		return time.Time{}, false
+	}
+	ts, err := time.Parse("20060102T150405.000000000Z", id[:strings.IndexByte(id, '-')])
+	return ts, err == nil
+}
+
+// trashedProblem says why path, named name, in a trash entry is not a
+// removed guardian (a directory with a guardian's name, broken or not), or
+// "" when it is one.
+func trashedProblem(path, name string) string {
+	fi, err := os.Lstat(path)
+	switch {
+	case err != nil:
+		return "cannot be read: " + describe(err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return "a symbolic link, not a removed guardian"
+	case !fi.IsDir():
+		return "a regular file, not a removed guardian (a guardian's directory)"
+	case guardian.ValidateName(name) != nil:
+		return "not a removed guardian: its name is not a guardian name"
+	}
+	return ""
 }
 
 // Restore brings back the most recently removed guardian called name.

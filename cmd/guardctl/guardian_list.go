@@ -8,9 +8,10 @@ import (
 
 // removedView is the JSON form of a guardian in the trash.
 type removedView struct {
-	Name      string    `json:"name"`
-	ID        string    `json:"id"`
-	RemovedAt time.Time `json:"removedAt"`
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	// RemovedAt is absent when the store does not know it.
+	RemovedAt *time.Time `json:"removedAt,omitempty"`
 }
 
 func newGuardianListCmd(a *app) *cobra.Command {
@@ -84,7 +85,11 @@ func (a *app) listRemoved() error {
 	}
 	views := make([]removedView, 0, len(removed))
 	for _, r := range removed {
-		views = append(views, removedView{Name: r.Name, ID: r.ID, RemovedAt: r.RemovedAt})
+		v := removedView{Name: r.Name, ID: r.ID}
+		if !r.RemovedAt.IsZero() {
+			v.RemovedAt = &r.RemovedAt
+		}
+		views = append(views, v)
 	}
 	if a.output == "json" {
 		return writeJSON(a.stdout, views)
@@ -95,7 +100,11 @@ func (a *app) listRemoved() error {
 	}
 	rows := make([][]string, 0, len(views))
 	for _, v := range views {
-		rows = append(rows, []string{v.Name, v.RemovedAt.Format(time.RFC3339), v.ID})
+		when := "-"
+		if v.RemovedAt != nil {
+			when = v.RemovedAt.Format(time.RFC3339)
+		}
+		rows = append(rows, []string{v.Name, when, v.ID})
 	}
 	return writeTable(a.stdout, []string{"NAME", "REMOVED", "ID"}, rows)
 }

@@ -38,7 +38,8 @@ func newStoreCheckCmd(a *app) *cobra.Command {
 		Short: "Find broken guardians and leftovers of interrupted writes",
 		Long: `Check every entry of the store: guardians whose files are missing, damaged or
 do not match (a key deleted by hand, a corrupted certificate), leftovers of a
-write that was interrupted, files that are not part of a store, keys or
+write that was interrupted, files that are not part of a store (in the trash
+too: anything that is not a removed guardian), keys or
 directories other users can read, and files or directories whose mode denies
 their owner (a key chmod 000): a mode problem, not damage.
 
