@@ -87,7 +87,7 @@ func readDevice(f *os.File, name string) ([]byte, error) {
 		return nil, err
 	}
 	if size > MaxDeviceSize {
-		return nil, fmt.Errorf("%s is a block device of %d bytes, larger than a TPM state volume may be (%d): is it the right device?", name, size, MaxDeviceSize)
+		return nil, errorf(KindInvalid, "%s is a block device of %d bytes, larger than a TPM state volume may be (%d): is it the right device?", name, size, MaxDeviceSize)
 	}
 	data := make([]byte, size)
 	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {

@@ -109,6 +109,9 @@ func classify(err error) (int, string) {
 	if strings.HasPrefix(err.Error(), "required flag(s)") || strings.HasPrefix(err.Error(), "if any flags in the group") || strings.HasPrefix(err.Error(), "at least one of the flags in the group") {
 		return exitUsage, ""
 	}
+	if tl := (*atomicfile.TooLargeError)(nil); errors.As(err, &tl) {
+		return exitVerification, tooLargeHint
+	}
 	switch {
 	case errors.Is(err, syscall.ENOSPC):
 		return exitFailure, "the disk is full: free some space and run the command again; nothing was changed"

@@ -170,7 +170,7 @@ func readInput(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, &guardian.Error{Kind: guardian.KindInvalid, Msg: fmt.Sprintf("%s is larger than %d bytes", path, limit)}
+		return nil, tooLarge(path, limit)
 	}
 	return data, nil
 }

@@ -28,10 +28,20 @@ func readStdin(limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("reading standard input: %w", err)
 	}
 	if int64(len(data)) > limit {
-		return nil, usageError("standard input holds more than %d bytes", limit)
+		return nil, tooLarge("standard input", limit)
 	}
 	return data, nil
 }
+
+// tooLarge is the error for input (a file, or standard input) larger than
+// guardctl reads for it: refused input, exit 5 wherever it comes from, as
+// the libraries' bounds on what they parse are.
+func tooLarge(what string, limit int64) error {
+	return &cliError{code: exitVerification, msg: fmt.Sprintf("%s is larger than %d bytes", what, limit),
+		hint: tooLargeHint}
+}
+
+const tooLargeHint = "no file guardctl reads there is that large; check that it is the right file"
 
 // stdoutFor checks that standard output can take a file whose path is "-"
 // (flag names it): not with -o json, whose output standard output holds,

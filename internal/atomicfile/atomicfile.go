@@ -19,6 +19,14 @@ import (
 // ErrExists is returned when the destination exists and overwriting was not asked for.
 var ErrExists = errors.New("file exists")
 
+// TooLargeError is returned when a file read whole (Update) is larger than
+// its bound: as much a refused input as a damaged one.
+type TooLargeError struct{ Limit int64 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("the file is larger than %d bytes", e.Limit)
+}
+
 // ErrNoDirectory is returned when the directory a file is to be written in
 // does not exist.
 var ErrNoDirectory = errors.New("directory does not exist")

@@ -192,7 +192,7 @@ func readBounded(f *os.File, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("the file is larger than %d bytes", limit)
+		return nil, &TooLargeError{Limit: limit}
 	}
 	return data, nil
 }
