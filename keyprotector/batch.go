@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -33,6 +34,15 @@ type Batch struct {
 	encSigs  map[*guardian.Guardian]*memo
 	verified sync.Map // signatureKey → struct{}: signatures that verified
 	dirs     sync.Map // directories with files replaced, to sync once (Sync)
+	staging  sync.Map // directory → *stagingDir: where its backups are linked
+}
+
+// stagingDir is the one private directory per directory in which a batch
+// links the backups under way (atomicfile.MakeStagingDir), made when the
+// first file there needs it and removed by Sync.
+type stagingDir struct {
+	once sync.Once
+	path string // "" if it could not be made: each Update makes its own
 }
 
 // memo is a value computed once, by whichever goroutine needs it first.
@@ -135,10 +145,26 @@ func (b *Batch) verify(cert *x509.Certificate, data, sig []byte) error {
 	return nil
 }
 
+// stagingDirFor returns the batch's staging directory in dir, made on
+// first use.
+func (b *Batch) stagingDirFor(dir string) string {
+	v, _ := b.staging.LoadOrStore(dir, &stagingDir{})
+	sd := v.(*stagingDir)
+	sd.once.Do(func() { sd.path, _ = atomicfile.MakeStagingDir(dir) })
+	return sd.path
+}
+
 // Sync makes the files the batch replaced durable under their names: it
-// syncs each of their directories once (each file's content was synced
-// before it replaced the old one). Call it before calling the batch done.
+// removes the staging directories (empty once every backup is in place)
+// and syncs each directory once (each file's content was synced before it
+// replaced the old one). Call it before calling the batch done.
 func (b *Batch) Sync() error {
+	b.staging.Range(func(_, v any) bool {
+		if p := v.(*stagingDir).path; p != "" {
+			os.Remove(p)
+		}
+		return true
+	})
 	var first error
 	b.dirs.Range(func(dir, _ any) bool {
 		if err := atomicfile.SyncDir(dir.(string)); err != nil && first == nil {

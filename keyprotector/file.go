@@ -62,6 +62,9 @@ func RevokeThumbprintFile(path string, identities []*guardian.Guardian, tp strin
 
 func changeFile(path string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
 	uo := atomicfile.UpdateOptions{MaxSize: MaxFileSize, Backup: opt.Backup, DryRun: opt.DryRun, DeferDirSync: opt.Batch != nil}
+	if opt.Batch != nil && opt.Backup && !opt.DryRun {
+		uo.StagingDir = opt.Batch.stagingDirFor(filepath.Dir(path))
+	}
 	backup, changed, err := atomicfile.Update(path, uo, func(old []byte) ([]byte, error) {
 		return opt.Batch.work(func() ([]byte, error) {
 			p, err := Parse(old)

@@ -30,6 +30,10 @@ type UpdateOptions struct {
 	// files in one directory syncs it once. The new content is synced
 	// before it replaces the old either way.
 	DeferDirSync bool
+	// StagingDir, when set, is a private directory in the file's
+	// directory (MakeStagingDir) where a backup under way is linked, so
+	// that a batch of files in one directory makes one, not one per file.
+	StagingDir string
 }
 
 // Update rewrites the file at path in one read-modify-write that no other
@@ -107,13 +111,13 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 	var backup, kept string
 	if opt.Backup {
 		backup = BackupName(path, time.Now())
-		if kept, err = keepOld(f, fi, old, backup); err != nil {
+		if kept, err = keepOld(f, fi, old, backup, opt.StagingDir); err != nil {
 			return "", false, fmt.Errorf("keeping a backup of %s: %w", path, err)
 		}
 	}
 	if _, err := st.place(path, Options{Overwrite: true}); err != nil {
 		if kept != "" {
-			dropKept(kept, backup)
+			dropKept(kept, backup, opt.StagingDir)
 		}
 		return "", false, err
 	}
@@ -127,7 +131,7 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 		if err == nil {
 			err = os.Rename(kept, backup)
 		}
-		dropKept(kept, backup)
+		dropKept(kept, backup, opt.StagingDir)
 		if err != nil {
 			if _, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true}); err != nil {
 				backup, backupErr = "", fmt.Errorf("%s was changed, but its backup could not be kept: %w", path, err)
@@ -151,23 +155,31 @@ var makePrivate = func(f *os.File) error { return f.Chmod(0o600) }
 // backup named backup, and returns the name it is under. Where it can, that
 // is the old file itself (a hard link to the very file read, as durable as
 // it was): no copy is written and synced, which in a batch halves the
-// fsyncs. The link is made in a new directory of mode 0700 (a temporary
-// name), so that while the old file still has its old mode, and after a
+// fsyncs. The link is made in a private directory (staging, or a new one of
+// its own), so that while the old file still has its old mode, and after a
 // kill, no one but its owner reaches it through that name; Update makes it
 // 0600 once the file's own name has moved on to the new content, and only
 // then moves it to backup, so that the file never changes mode while it is
 // in use. It links only a file it may change the mode of and that has no
 // other name. Elsewhere (no hard links, another owner, a second name) the
 // backup is a copy, written and synced, mode 0600, under its own name.
-func keepOld(f *os.File, fi fs.FileInfo, old []byte, backup string) (string, error) {
+func keepOld(f *os.File, fi fs.FileInfo, old []byte, backup, staging string) (string, error) {
 	if locks && useAnonymous && mayBecomeBackup(fi) {
-		dir := tempName(backup)
-		if os.Mkdir(dir, 0o700) == nil { // the umask only narrows it
-			kept := filepath.Join(dir, "old")
+		dir := staging
+		if dir == "" {
+			dir = tempName(backup)
+			if os.Mkdir(dir, 0o700) != nil { // the umask only narrows it
+				dir = ""
+			}
+		}
+		if dir != "" {
+			kept := filepath.Join(dir, filepath.Base(tempName(backup)))
 			if linkOpen(f, kept) == nil {
 				return kept, nil
 			}
-			os.Remove(dir)
+			if staging == "" {
+				os.Remove(dir)
+			}
 		}
 	}
 	_, err := WriteFile(backup, old, 0o600, Options{NoDirSync: true})
@@ -175,12 +187,24 @@ func keepOld(f *os.File, fi fs.FileInfo, old []byte, backup string) (string, err
 }
 
 // dropKept removes what keepOld made that is still there: the name kept
-// and, for a link, its private directory.
-func dropKept(kept, backup string) {
+// and, for a link in a directory of its own, that directory.
+func dropKept(kept, backup, staging string) {
 	os.Remove(kept)
-	if kept != backup {
+	if kept != backup && staging == "" {
 		os.Remove(filepath.Dir(kept))
 	}
+}
+
+// MakeStagingDir makes a new directory of mode 0700 in dir for the backups
+// of the files in dir that Update keeps by linking (UpdateOptions
+// StagingDir). The caller removes it (os.Remove) once those Updates are
+// done; a kill leaves it, private, with what was under way.
+func MakeStagingDir(dir string) (string, error) {
+	name := tempName(filepath.Join(dir, "backups"))
+	if err := os.Mkdir(name, 0o700); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 func readBounded(f *os.File, limit int64) ([]byte, error) {

@@ -240,3 +240,46 @@ func TestUpdateBackupWindow(t *testing.T) {
 		t.Error("the backup was not the old file itself")
 	}
 }
+
+// TestUpdateBackupStaging: with a staging directory (a batch's), backups
+// under way are linked in it, and it is empty once they are in place.
+func TestUpdateBackupStaging(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("linkOpen is Linux's")
+	}
+	dir := t.TempDir()
+	staging, err := MakeStagingDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(staging); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("staging directory: %v, %v", fi.Mode(), err)
+	}
+	for _, name := range []string{"a.kp", "b.kp"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("one"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.Stat(p)
+		linkedIn := ""
+		makePrivate = func(f *os.File) error {
+			des, _ := os.ReadDir(staging)
+			if len(des) == 1 {
+				linkedIn = staging
+			}
+			return f.Chmod(0o600)
+		}
+		backup, _, err := Update(p, UpdateOptions{Backup: true, StagingDir: staging}, func([]byte) ([]byte, error) { return []byte("two"), nil })
+		makePrivate = func(f *os.File) error { return f.Chmod(0o600) }
+		if err != nil {
+			t.Fatal(err)
+		}
+		bi, _ := os.Stat(backup)
+		if linkedIn != staging || !os.SameFile(before, bi) || bi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: linked in the staging directory: %v; the backup is the old file: %v, mode %04o", name, linkedIn == staging, os.SameFile(before, bi), bi.Mode().Perm())
+		}
+	}
+	if des, _ := os.ReadDir(staging); len(des) != 0 {
+		t.Errorf("the staging directory still holds %d entries", len(des))
+	}
+}
