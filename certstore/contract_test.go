@@ -269,11 +269,7 @@ var contract = []struct {
 		}
 	}},
 	{"public only", func(t *testing.T, s certstore.Store, _ breaker) {
-		g := makeGuardian(t, "pub", "h", time.Time{})
-		sig, err := g.SignEncryptionCertificate()
-		must(t, err)
-		p := g.Public()
-		p.EncryptionCertSignature = sig
+		_, p := makePublic(t, "pub")
 		c, err := s.Add(p, certstore.OriginPublic, false)
 		if err != nil {
 			t.Fatal(err)
@@ -295,11 +291,7 @@ var contract = []struct {
 		}
 	}},
 	{"a public-only guardian gains its private keys", func(t *testing.T, s certstore.Store, b breaker) {
-		g := makeGuardian(t, "pub", "h", time.Time{})
-		sig, err := g.SignEncryptionCertificate()
-		must(t, err)
-		p := g.Public()
-		p.EncryptionCertSignature = sig
+		g, p := makePublic(t, "pub")
 		if _, err := s.Add(p, certstore.OriginPublic, false); err != nil {
 			t.Fatal(err)
 		}
@@ -521,4 +513,16 @@ func makeCert(t *testing.T, cn string, notBefore time.Time, usage x509.KeyUsage)
 	c, err := x509.ParseCertificate(der)
 	must(t, err)
 	return key, c
+}
+
+// makePublic makes a guardian and its public part as a public guardian
+// file carries it (with its signature over its encryption certificate).
+func makePublic(t *testing.T, name string) (g, public *guardian.Guardian) {
+	t.Helper()
+	g = makeGuardian(t, name, "h", time.Time{})
+	sig, err := g.SignEncryptionCertificate()
+	must(t, err)
+	public = g.Public()
+	public.EncryptionCertSignature = sig
+	return g, public
 }

@@ -384,15 +384,21 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// loopCondition is the [loop] condition: root and losetup are here. Under
-// CI (CI=true), which has both, their absence is an error, not a skip.
+// loopCondition is the [loop] condition: root and losetup are here.
 func loopCondition() (bool, error) {
-	_, err := exec.LookPath("losetup")
+	return rootToolCondition("losetup", "loop devices")
+}
+
+// rootToolCondition is a condition that holds when this runs as root and
+// tool is installed. Under CI (CI=true, set by .ci/run), which has both,
+// their absence is an error, not a skip; what names what needs them.
+func rootToolCondition(tool, what string) (bool, error) {
+	_, err := exec.LookPath(tool)
 	if err == nil && os.Geteuid() != 0 {
 		err = fmt.Errorf("running as uid %d, not root", os.Geteuid())
 	}
 	if err != nil && os.Getenv("CI") == "true" {
-		return false, fmt.Errorf("loop devices need root and losetup, which CI has: %v", err)
+		return false, fmt.Errorf("%s: root and %s are needed, and CI has them: %v", what, tool, err)
 	}
 	return err == nil, nil
 }
@@ -431,17 +437,9 @@ func cmdHoldExcl(ts *testscript.TestScript, neg bool, args []string) {
 const nobodyUID = "65534"
 
 // nobodyCondition is the [nobody] condition: root (to give a directory to
-// user 65534) and setpriv are here. Under CI (CI=true), which has both,
-// their absence is an error, not a skip.
+// user 65534) and setpriv are here.
 func nobodyCondition() (bool, error) {
-	_, err := exec.LookPath("setpriv")
-	if err == nil && os.Geteuid() != 0 {
-		err = fmt.Errorf("running as uid %d, not root", os.Geteuid())
-	}
-	if err != nil && os.Getenv("CI") == "true" {
-		return false, fmt.Errorf("running as another user needs root and setpriv, which CI has: %v", err)
-	}
-	return err == nil, nil
+	return rootToolCondition("setpriv", "running guardctl as another user")
 }
 
 // nobodydir VAR makes a directory owned by user 65534, in a directory
