@@ -81,9 +81,6 @@ kept as a .bak backup.`,
 				return withHint(fmt.Errorf("guardian %q is broken: %s", name, e.Problem), exitFailure,
 					"'guardctl store check' shows what is wrong; restore the guardian from a backup")
 			}
-			if err := atomicfile.MkdirAll(dir); err != nil {
-				return err
-			}
 			// A public-only guardian re-exports its public file with the
 			// signature it was imported with; a PFX pair needs private keys.
 			if public {
@@ -159,6 +156,11 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	if legacy {
 		res.PFXEncryption = "3DES/SHA-1 (legacy), MAC HMAC-SHA1"
 	}
+	// The directory is made only now, when there is something to put in
+	// it: a refusal or a wrong password leaves no empty directory.
+	if err := atomicfile.MkdirAll(dir); err != nil {
+		return err
+	}
 	// Both files are written in full before either is put in place: a
 	// full disk leaves neither.
 	backups, err := atomicfile.WriteFiles([]atomicfile.File{{Path: sigPath, Data: sigPFX, Perm: 0o600}, {Path: encPath, Data: encPFX, Perm: 0o600}},
@@ -176,6 +178,9 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 func (a *app) exportPublic(g *guardian.Guardian, dir string, force bool) error {
 	data, err := g.MarshalPublic()
 	if err != nil {
+		return err
+	}
+	if err := atomicfile.MkdirAll(dir); err != nil {
 		return err
 	}
 	path := filepath.Join(dir, g.Name+".guardian.xml")
