@@ -132,12 +132,19 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	if ps := s.trustProblems(); len(ps) > 0 {
 		return ps, nil
 	}
+	// The store's own directories must let their owner in before anything
+	// in them can be locked or looked at; setting a mode needs no lock.
+	c := &checker{s: s, repair: repair}
+	for _, d := range []string{s.dir, s.path(guardiansDir), s.path(trashDir), s.path(tmpDir), s.path(lostDir)} {
+		if closedDir(d, c) {
+			return c.out, nil
+		}
+	}
 	unlock, err := s.lock(true)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	c := &checker{s: s, repair: repair}
 	if d := s.lostProblem(); d != "" {
 		c.report(Finding{Kind: FindingLayout, Path: lostDir, Detail: d})
 	}
@@ -287,32 +294,42 @@ func (s *Dir) checkPerm(path string, c *checker) {
 // store writes it with. It reports whether any is left as it was (a dry
 // run, a chmod that failed): the entry cannot then be read as it will be.
 func (s *Dir) checkClosed(dir string, c *checker) (left bool) {
-	if runtime.GOOS == "windows" {
-		return false // modes do not express access there
-	}
-	closed := func(path string, isDir bool, need, want fs.FileMode, denies string) bool {
-		fi, err := os.Lstat(path)
-		if err != nil || fi.IsDir() != isDir || (!isDir && !fi.Mode().IsRegular()) {
-			return false // absent, unreadable or of another type: loadEntry says so
-		}
-		if uid, ok := ownerOf(fi); !ok || uid != os.Geteuid() || fi.Mode().Perm()&need == need {
-			return false
-		}
-		c.chmod(Finding{Kind: FindingPermissions, Path: c.rel(path), Detail: fmt.Sprintf("mode %04o denies its owner %s; want %04o", fi.Mode().Perm(), denies, want)}, path, want)
-		return c.out[len(c.out)-1].Action == ""
-	}
-	if closed(dir, true, 0o700, 0o700, "listing or changing it") {
+	if closedDir(dir, c) {
 		return true // what is in it cannot be looked at until it is set
 	}
 	for _, f := range []struct {
 		name string
 		want fs.FileMode
 	}{{metaFile, 0o644}, {signingCertFile, 0o644}, {encryptionCertFil, 0o644}, {encryptionSigFile, 0o644}, {signingKeyFile, 0o600}, {encryptionKeyFile, 0o600}} {
-		if closed(filepath.Join(dir, f.name), false, 0o400, f.want, "reading it") {
+		if closed(filepath.Join(dir, f.name), false, 0o400, f.want, "reading it", c) {
 			left = true
 		}
 	}
 	return left
+}
+
+// closedDir is closed for a directory of the store: its owner must be able
+// to list and change it (0700).
+func closedDir(dir string, c *checker) bool {
+	return closed(dir, true, 0o700, 0o700, "listing or changing it", c)
+}
+
+// closed reports (and with repair sets to want) a file or directory this
+// user owns whose mode lacks need, the access the store needs: it reports
+// whether it is left so (a dry run, a chmod that failed).
+func closed(path string, isDir bool, need, want fs.FileMode, denies string, c *checker) bool {
+	if runtime.GOOS == "windows" {
+		return false // modes do not express access there
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.IsDir() != isDir || (!isDir && !fi.Mode().IsRegular()) {
+		return false // absent, unreadable or of another type: loadEntry says so
+	}
+	if uid, ok := ownerOf(fi); !ok || uid != os.Geteuid() || fi.Mode().Perm()&need == need {
+		return false
+	}
+	c.chmod(Finding{Kind: FindingPermissions, Path: c.rel(path), Detail: fmt.Sprintf("mode %04o denies its owner %s; want %04o", fi.Mode().Perm(), denies, want)}, path, want)
+	return c.out[len(c.out)-1].Action == ""
 }
 
 // withoutDenied is e without its "permission denied" problems, for an entry
