@@ -296,9 +296,6 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 				return usageError("give exactly one of --new-key-file, --new-passphrase-file or --to-plain")
 			}
 			bits := map[string]int{"aes-128-cbc": 128, "aes-cbc": 128, "aes-256-cbc": 256}[cipherName]
-			if bits == 0 {
-				return usageError("unknown --cipher %q (want aes-128-cbc or aes-256-cbc)", cipherName)
-			}
 			st, info, err := stateToChange(args[0], "re-keying")
 			if err != nil {
 				return err
@@ -396,7 +393,8 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 	cmd.Flags().BoolVar(&keepBackup, "keep-backup", false, "keep the previous files as .bak (0600), which still open with the old key (or are plaintext)")
 	cmd.Flags().StringVar(&backupDir, "backup-dir", ".", "for a state on a block device: where its old contents are kept (0600) while it is rewritten in place")
 	a.addDryRun(cmd)
-	cmd.Flags().StringVar(&cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)")
+	// aes-cbc is swtpm's own name for AES-128-CBC.
+	choiceVar(cmd, &cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)", "aes-128-cbc", "aes-256-cbc", "aes-cbc")
 	return cmd
 }
 
