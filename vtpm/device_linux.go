@@ -20,27 +20,52 @@ import (
 // written, synced, read back from the device (not the page cache) and
 // compared. It returns the backup's path, if one is kept.
 func WriteDevice(dev string, image []byte, opt DeviceOptions) (backup string, err error) {
-	f, err := os.OpenFile(dev, os.O_RDWR|os.O_EXCL, 0)
-	if errors.Is(err, syscall.EBUSY) {
-		return "", fmt.Errorf("%s is in use (mounted, held by device-mapper or opened exclusively by another program); refusing to write it", dev)
-	}
+	f, err := openDeviceNotInUse(dev)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	return writeDevice(f, dev, image, opt)
+}
+
+// CheckDeviceNotInUse refuses the block device dev while it is in use, as
+// WriteDevice does before it writes: for a dry run, and before anything
+// else is done.
+func CheckDeviceNotInUse(dev string) error {
+	f, err := openDeviceNotInUse(dev)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// openDeviceNotInUse opens dev exclusively for writing, refused while it
+// is in use.
+func openDeviceNotInUse(dev string) (*os.File, error) {
+	f, err := os.OpenFile(dev, os.O_RDWR|os.O_EXCL, 0)
+	if errors.Is(err, syscall.EBUSY) {
+		return nil, fmt.Errorf("%s is in use (mounted, held by device-mapper or opened exclusively by another program); refusing to write it", dev)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*os.File, error) {
+		f.Close()
+		return nil, err
+	}
 	if held, err := lockHeld(dev); err != nil {
-		return "", err
+		return fail(err)
 	} else if held {
-		return "", fmt.Errorf("%s: %w", dev, ErrInUse)
+		return fail(fmt.Errorf("%s: %w", dev, ErrInUse))
 	}
 	// swtpm opens a linear state without O_EXCL and may not lock it: a
 	// process that has the device open is found in /proc.
 	if pid, name, err := openBy(dev); err != nil {
-		return "", err
+		return fail(err)
 	} else if pid != 0 {
-		return "", fmt.Errorf("%s: %w: process %d (%s) has it open", dev, ErrInUse, pid, name)
+		return fail(fmt.Errorf("%s: %w: process %d (%s) has it open", dev, ErrInUse, pid, name))
 	}
-	return writeDevice(f, dev, image, opt)
+	return f, nil
 }
 
 // sameBlockDevice reports whether a and b are block devices with the same

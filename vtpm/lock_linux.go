@@ -3,6 +3,8 @@
 package vtpm
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,13 +15,20 @@ import (
 
 const unixOFDGetLk = unix.F_OFD_GETLK
 
-// openBy returns a process other than this one that has the file at path
-// open (its PID and command name), or 0. Processes whose /proc entries this
-// user cannot read are skipped.
-func openBy(path string) (int, string, error) {
-	want, err := os.Stat(path)
-	if err != nil {
-		return 0, "", err
+// openBy returns a process other than this one that has one of the files
+// at paths open (its PID and command name), or 0. Processes whose /proc
+// entries this user cannot read are skipped.
+func openBy(paths ...string) (int, string, error) {
+	var wants []os.FileInfo
+	for _, path := range paths {
+		want, err := os.Stat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // gone meanwhile: no one has it open
+		}
+		if err != nil {
+			return 0, "", err
+		}
+		wants = append(wants, want)
 	}
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
@@ -38,9 +47,14 @@ func openBy(path string) (int, string, error) {
 		}
 		for _, fd := range fds {
 			fi, err := os.Stat(filepath.Join(fdDir, fd.Name()))
-			if err == nil && (os.SameFile(fi, want) || sameBlockDevice(fi, want)) {
-				comm, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
-				return pid, strings.TrimSpace(string(comm)), nil
+			if err != nil {
+				continue
+			}
+			for _, want := range wants {
+				if os.SameFile(fi, want) || sameBlockDevice(fi, want) {
+					comm, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
+					return pid, strings.TrimSpace(string(comm)), nil
+				}
 			}
 		}
 	}

@@ -16,3 +16,12 @@ func KeepOwner(path string, fi os.FileInfo) error {
 	}
 	return os.Lchown(path, int(st.Uid), int(st.Gid))
 }
+
+// OwnerOf returns the owner and group of the file fi describes.
+func OwnerOf(fi os.FileInfo) (uid, gid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return int(st.Uid), int(st.Gid), true
+}

@@ -227,14 +227,39 @@ func sortedKeys[V any](m map[string]V) []string {
 var ErrInUse = errors.New("a running swtpm is using the state")
 
 // CheckNotInUse fails with ErrInUse when a process holds a lock on the
-// state (swtpm's lock file in a state directory, or the linear file itself)
-// or, for a state file, has it open: swtpm takes no lock on its linear file
-// backend, so on Linux every process's open files (/proc/*/fd) are looked
-// at. Processes of other users are seen only by root.
+// state or has it open, as CheckPathNotInUse tells.
 func (s *State) CheckNotInUse() error {
-	lock := filepath.Join(s.Path, ".lock")
-	if s.Layout != LayoutDir {
-		lock = s.Path
+	return CheckPathNotInUse(s.Path)
+}
+
+// CheckPathNotInUse fails with ErrInUse when a process holds a lock on the
+// state at path (swtpm's lock file in a state directory, or the linear file
+// itself) or has it open: for a state file the file itself, for a directory
+// the directory or a file in it. swtpm takes no lock on its linear file
+// backend, so on Linux every process's open files (/proc/*/fd) are looked
+// at. Processes of other users are seen only by root. A path that does not
+// exist is not in use.
+func CheckPathNotInUse(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	lock, open := path, []string{path}
+	if fi.IsDir() {
+		lock = filepath.Join(path, ".lock")
+		des, err := os.ReadDir(path)
+		if err != nil {
+			return err
+		}
+		for _, de := range des {
+			// Only what stat reaches: a link inside is not followed out.
+			if de.Type().IsRegular() {
+				open = append(open, filepath.Join(path, de.Name()))
+			}
+		}
 	}
 	locked, err := lockHeld(lock)
 	if err != nil {
@@ -243,10 +268,7 @@ func (s *State) CheckNotInUse() error {
 	if locked {
 		return ErrInUse
 	}
-	if s.Layout == LayoutDir {
-		return nil
-	}
-	pid, name, err := openBy(s.Path)
+	pid, name, err := openBy(open...)
 	if err != nil || pid == 0 {
 		return err
 	}

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +32,9 @@ type unwrapBundleResult struct {
 	SwtpmKey   string   `json:"swtpmKey,omitempty"` // swtpm's --key value for the state, with the secret in secretOut`
 	Backup     string   `json:"backup,omitempty"`
 	UnwrapWith string   `json:"unwrapWith"`
+	// Fixed lists what, the state being in place already, only had its
+	// owner or mode set (or would have, with --dry-run).
+	Fixed []string `json:"fixed,omitempty"`
 	outcome
 }
 
@@ -105,7 +110,10 @@ guardian can make a bundle it opens. Everything is verified and decrypted in
 memory first; a directory is
 written in a temporary directory beside PATH and renamed into place. An existing,
 non-empty PATH is replaced only with --force, and then kept as
-PATH.TIME-XXXXXX.bak.
+PATH.TIME-XXXXXX.bak; never while a process (a swtpm) has it open or locked,
+as a running swtpm would write its old state over the new one. A state
+already in place is left as it is, but for the owner --chown asks for and
+the modes guardctl writes, which are set.
 
 State that swtpm encrypts comes out as it went in, and its key (--key-out) or
 passphrase (--passphrase-out) is written 0600 for swtpm --key or virsh
@@ -116,7 +124,8 @@ A linear state may go onto a block device, as Proxmox keeps a tpmstate volume
 on LVM, ZFS or Ceph storage: --to names the device, or the symbolic link 'pvesm
 path' gives (only that one link is followed, and only to a block device). The
 device is written in place: refused while it is in use or when it is smaller
-than the state; a fresh volume (all zeros) is written without --force, and
+than the state, and for a state directory (a device takes a linear
+state); a fresh volume (all zeros) is written without --force, and
 anything else only with --force, after its contents are kept in --backup-dir
 (0600). The device is synced, read back and compared. Everything on it outside
 swtpm's sections becomes zeros.`,
@@ -163,8 +172,11 @@ swtpm's sections becomes zeros.`,
 			switch {
 			case !dirLayout && err != nil:
 				return err // a link, but not to a block device
-			case dirLayout || !isDev:
+			case !isDev:
 				// A symbolic link to a directory is refused below.
+			case dirLayout:
+				return withHint(fmt.Errorf("%s is a block device, and the state in %s is a state directory; a block device takes a linear state", to, args[0]), exitUsage,
+					"unwrap it into a directory (--to DIR) for swtpm --tpmstate dir=DIR; a volume takes a bundle wrapped from a linear state (swtpm's backend-uri=file://)")
 			case m.Layout != vtpm.LayoutLinear:
 				return usageError("%s is a block device, and the state in %s is a single blob file; swtpm reads a linear state from a block device", to, args[0])
 			case own != nil:
@@ -191,14 +203,57 @@ swtpm's sections becomes zeros.`,
 					res.Files = append(res.Files, f.Name)
 				}
 			}
-			if stateInPlace(to, m.Layout, files, secretOut) {
+			place := checkPlace(to, m.Layout, isDev, files, modes, own, secretOut)
+			if place.state && place.secret == secretDiffers && !force {
+				return fmt.Errorf("%s already holds the state of %s, and %s holds a different %s: %w", to, args[0], secretOut, m.StateEncryption.Secret, atomicfile.ErrExists)
+			}
+			if place.state && place.secret != secretDiffers {
+				// The state is in place: only what is around it may be
+				// left to do (an owner, a mode, a missing secret file).
 				res.SecretOut = secretOut
-				a.setChanged(false)
+				if m.StateEncryption != nil && secretOut != "" {
+					res.SwtpmKey = m.StateEncryption.SwtpmKey(secretOut)
+				}
+				for _, f := range place.fixes {
+					res.Fixed = append(res.Fixed, f.path)
+				}
+				if len(place.fixes) == 0 && place.secret == secretSame {
+					a.setChanged(false)
+					res.outcome = a.outcome
+					if a.output == "json" {
+						return writeJSON(a.stdout, res)
+					}
+					a.note("guardctl: %s already holds the state of %s; unchanged", to, args[0])
+					return nil
+				}
+				if err := targetNotInUse(to, dev, isDev); err != nil {
+					return err
+				}
+				a.setChanged(true)
 				res.outcome = a.outcome
+				if !a.dryRun {
+					for _, f := range place.fixes {
+						if err := f.apply(); err != nil {
+							return err
+						}
+					}
+					if place.secret == secretMissing {
+						if err := writeSecretOut(secretOut, files[vtpm.SecretFile], false); err != nil {
+							return err
+						}
+					}
+				}
 				if a.output == "json" {
 					return writeJSON(a.stdout, res)
 				}
-				a.note("guardctl: %s already holds the state of %s; unchanged", to, args[0])
+				would := map[bool]string{true: "would set", false: "set"}[a.dryRun]
+				a.note("guardctl: %s already holds the state of %s", to, args[0])
+				for _, f := range place.fixes {
+					a.note("guardctl: %s the owner and mode of %s", would, f.path)
+				}
+				if place.secret == secretMissing {
+					a.note("guardctl: %s the state's %s in %s (0600)", map[bool]string{true: "would write", false: "wrote"}[a.dryRun], m.StateEncryption.Secret, secretOut)
+				}
 				return nil
 			}
 			fresh := false
@@ -214,6 +269,10 @@ swtpm's sections becomes zeros.`,
 				} else if !fresh {
 					return fmt.Errorf("%s: %w", to, errors.Join(vtpm.ErrDeviceHoldsData, atomicfile.ErrExists))
 				}
+			}
+			// A state a running swtpm uses would be written over by it.
+			if err := targetNotInUse(to, dev, isDev); err != nil {
+				return err
 			}
 			if secretOut != "" && secretOut != "-" {
 				if err := refuseExisting(secretOut, force); err != nil {
@@ -257,10 +316,7 @@ swtpm's sections becomes zeros.`,
 				}
 				res.SecretOut = secretOut
 			} else if secretOut != "" {
-				if err := atomicfile.MkdirAll(filepath.Dir(secretOut)); err != nil {
-					return err
-				}
-				if _, err := atomicfile.WriteFile(secretOut, files[vtpm.SecretFile], 0o600, atomicfile.Options{Overwrite: force, Backup: true}); err != nil {
+				if err := writeSecretOut(secretOut, files[vtpm.SecretFile], force); err != nil {
 					return err
 				}
 				res.SecretOut = secretOut
@@ -427,13 +483,73 @@ func fileMode(m fs.FileMode) fs.FileMode {
 	return m
 }
 
-// stateInPlace reports whether the state at to already holds what the
-// bundle's payload files hold (the same swtpm blobs), and secretOut, when
-// given, the same secret: unwrapping again would change nothing.
-func stateInPlace(to string, layout vtpm.Layout, files map[string][]byte, secretOut string) bool {
+// writeSecretOut writes the state's key or passphrase to path, 0600.
+func writeSecretOut(path string, secret []byte, force bool) error {
+	if err := atomicfile.MkdirAll(filepath.Dir(path)); err != nil {
+		return err
+	}
+	_, err := atomicfile.WriteFile(path, secret, 0o600, atomicfile.Options{Overwrite: force, Backup: true})
+	return err
+}
+
+// targetNotInUse refuses a target a process has open or a swtpm has
+// locked: a running swtpm writes its own state over a new one.
+func targetNotInUse(to, dev string, isDev bool) error {
+	if isDev {
+		// Its own errors name the device.
+		return vtpm.CheckDeviceNotInUse(dev)
+	}
+	if err := vtpm.CheckPathNotInUse(to); err != nil {
+		return fmt.Errorf("%s: %w", to, err)
+	}
+	return nil
+}
+
+// How a --key-out or --passphrase-out file compares with the bundle's secret.
+const (
+	secretSame    = iota // the same secret, 0600 (or no file asked for)
+	secretMissing        // no file there yet
+	secretDiffers        // another secret, or not a regular file
+)
+
+// metaFix is an owner and mode to set on a file or directory in place.
+type metaFix struct {
+	path string
+	mode fs.FileMode
+	own  *owner
+}
+
+func (f metaFix) apply() error {
+	if err := f.own.apply(f.path); err != nil {
+		return err
+	}
+	return os.Chmod(f.path, f.mode)
+}
+
+// placement is what an unwrap asked again finds at its target.
+type placement struct {
+	state  bool // the target holds the bundle's swtpm blobs
+	secret int  // secretSame, secretMissing or secretDiffers
+	fixes  []metaFix
+}
+
+// checkPlace compares the state at to with what the bundle's payload files
+// hold (the same swtpm blobs), with the modes guardctl writes and the owner
+// --chown asks for, and secretOut, when given, with the same secret (0600).
+func checkPlace(to string, layout vtpm.Layout, isDev bool, files map[string][]byte, modes map[string]fs.FileMode, own *owner, secretOut string) placement {
+	var p placement
+	if secretOut == "-" {
+		return p
+	}
+	if !isDev {
+		// Nothing is written through a link but to a block device.
+		if fi, err := os.Lstat(to); err != nil || fi.Mode()&fs.ModeSymlink != 0 {
+			return p
+		}
+	}
 	st, err := vtpm.ReadState(to)
-	if err != nil || secretOut == "-" {
-		return false
+	if err != nil {
+		return p
 	}
 	disk := map[string][]byte{}
 	for name, data := range files {
@@ -447,13 +563,54 @@ func stateInPlace(to string, layout vtpm.Layout, files map[string][]byte, secret
 	}
 	blobs, err := vtpm.BlobsOf(layout, disk)
 	if err != nil || !st.HoldsBlobs(layout, blobs) {
-		return false
+		return p
 	}
-	if secretOut != "" {
-		have, err := os.ReadFile(secretOut)
-		if err != nil || subtle.ConstantTimeCompare(have, files[vtpm.SecretFile]) != 1 {
-			return false
+	p.state = true
+	want := func(path string, mode fs.FileMode, own *owner) {
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return
+		}
+		ok := fi.Mode().Perm() == mode
+		if uid, gid, known := vtpm.OwnerOf(fi); known && own != nil {
+			ok = ok && (own.uid < 0 || own.uid == uid) && (own.gid < 0 || own.gid == gid)
+		}
+		if !ok {
+			p.fixes = append(p.fixes, metaFix{path: path, mode: mode, own: own})
 		}
 	}
-	return true
+	switch {
+	case isDev:
+		// A device keeps its owner and mode.
+	case layout == vtpm.LayoutDir:
+		want(to, 0o700, own)
+		for _, name := range slices.Sorted(maps.Keys(files)) {
+			if name != vtpm.SecretFile {
+				want(filepath.Join(to, name), fileMode(modes[name]), own)
+			}
+		}
+	default:
+		for name := range files {
+			if name != vtpm.SecretFile {
+				want(to, fileMode(modes[name]), own)
+			}
+		}
+	}
+	if secretOut != "" {
+		fi, err := os.Lstat(secretOut)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			p.secret = secretMissing
+		case err != nil || !fi.Mode().IsRegular():
+			p.secret = secretDiffers
+		default:
+			have, err := os.ReadFile(secretOut)
+			if err != nil || subtle.ConstantTimeCompare(have, files[vtpm.SecretFile]) != 1 {
+				p.secret = secretDiffers
+			} else {
+				want(secretOut, 0o600, nil)
+			}
+		}
+	}
+	return p
 }
