@@ -45,8 +45,9 @@ func dirFile(name string) string { return "tpm2-00." + name }
 var PermallName = dirFile("permall")
 
 // ReadState reads the state at path: a swtpm state directory, a linear
-// state file, or a single blob file. A missing or empty state, and TPM 1.2
-// state, are refused with what to do.
+// state file, or a single blob file. A missing or empty state, one of
+// zeros only (a fresh volume: no state yet), and TPM 1.2 state, are refused
+// with what to do.
 func ReadState(path string) (*State, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -78,6 +79,9 @@ func ReadState(path string) (*State, error) {
 	if len(data) == 0 {
 		return nil, errorf(KindNoState, "%s is empty: there is no TPM state to carry", path)
 	}
+	if IsZero(data) {
+		return nil, errorf(KindNoState, "%s holds only zeros: it is a fresh volume that holds no TPM state yet (the VM has not been started with its TPM), or the state is elsewhere", path)
+	}
 	return &State{Path: path, Layout: LayoutBlob, Blobs: map[string][]byte{"permall": data}}, nil
 }
 
@@ -96,7 +100,7 @@ func readDeviceState(path string) (*State, error) {
 		return nil, err
 	}
 	if IsZero(data) {
-		return nil, errorf(KindNoState, "the block device %s holds only zeros: the TPM was never set up (swtpm_setup), or the state is elsewhere", path)
+		return nil, errorf(KindNoState, "the block device %s holds only zeros: it is a fresh volume that holds no TPM state yet (the VM has not been started with its TPM), or the state is elsewhere", path)
 	}
 	if !isLinear(data) {
 		return nil, errorf(KindInvalid, "the block device %s does not hold a swtpm linear state", path)
@@ -123,7 +127,10 @@ func readDir(dir string) (*State, error) {
 		}
 		s.Blobs[name] = data
 	}
-	if len(s.Blobs["permall"]) > 0 {
+	if p := s.Blobs["permall"]; len(p) > 0 {
+		if IsZero(p) {
+			return nil, errorf(KindNoState, "%s holds only zeros: it holds no TPM state yet (the VM has not been started with its TPM), or the state was lost", filepath.Join(dir, PermallName))
+		}
 		return s, nil
 	}
 	if _, err := os.Stat(filepath.Join(dir, "tpm-00.permall")); err == nil {
