@@ -34,7 +34,10 @@ type kpView struct {
 	UnsupportedAlgorithms []string `json:"unsupportedAlgorithms,omitempty"`
 	CanUnwrap             bool     `json:"canUnwrap"`
 	UnwrapWith            string   `json:"unwrapWith,omitempty"`
-	IsOwner               bool     `json:"isOwner"` // this store holds the owner's private signing key
+	// NeedsAllowExpired: its certificates are out of their dates, every
+	// signature checked; guardctl uses it only with --allow-expired.
+	NeedsAllowExpired bool `json:"needsAllowExpired,omitempty"`
+	IsOwner           bool `json:"isOwner"` // this store holds the owner's private signing key
 	// OwnerKnown: the owner is a guardian of this store (public parts are
 	// enough), OwnerGuardian its name. Valid signatures from an owner this
 	// store does not know prove nothing: anyone could have made them.
@@ -68,7 +71,7 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 		case keyprotector.KindUnsupported:
 			v.Signatures = "unsupported"
 		case keyprotector.KindExpired:
-			v.Signatures = "expired"
+			v.Signatures, v.NeedsAllowExpired = "expired", true
 		default:
 			v.Signatures = "invalid"
 		}
@@ -98,7 +101,10 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 			if !e.Broken() && w.Matches(e.Guardian) {
 				gv.LocalGuardian = e.Name
 				gv.LocalPrivateKeys = e.Meta.HasPrivateKeys
-				if e.Meta.HasPrivateKeys && verr == nil && !v.CanUnwrap {
+				// Expired certificates are a policy refusal that
+				// --allow-expired lifts, not a doubt about the key
+				// protector: this host can unwrap it, with that flag.
+				if e.Meta.HasPrivateKeys && (verr == nil || v.NeedsAllowExpired) && !v.CanUnwrap {
 					v.CanUnwrap, v.UnwrapWith = true, e.Name
 				}
 				if gv.Role == "owner" && e.Meta.HasPrivateKeys {
@@ -112,6 +118,9 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 		v.Guardians = append(v.Guardians, gv)
 	}
 	v.startView = describeStart(p, entries)
+	if v.NeedsAllowExpired && v.HostCanStart {
+		v.Verdict += " Its certificates are expired: guardctl unwraps it only with --allow-expired."
+	}
 	switch {
 	case v.Signatures == "invalid":
 		v.Unverified = "its signatures do not verify"
@@ -145,10 +154,15 @@ func (a *app) printKP(v kpView) error {
 		status += ": " + v.Problem
 	}
 	unwrap := "no: no guardian in this store is named in it"
-	if v.CanUnwrap {
+	switch {
+	case v.CanUnwrap && v.NeedsAllowExpired:
+		unwrap = "yes, with guardian " + v.UnwrapWith + " and --allow-expired (its certificates are expired)"
+	case v.CanUnwrap:
 		unwrap = "yes, with guardian " + v.UnwrapWith
-	} else if v.Signatures != "valid" {
+	case v.Signatures == "invalid":
 		unwrap = "no: the key protector does not verify"
+	case v.Signatures == "unsupported":
+		unwrap = "no: its algorithms are outside guardctl's profile"
 	}
 	owner := "known: guardian " + v.OwnerGuardian
 	if !v.OwnerKnown {
@@ -204,8 +218,10 @@ Hyper-V VM, save its key protector first, as bytes:
 A key protector that uses algorithms guardctl does not know (as one Hyper-V wrote
 may) is still listed, with the algorithm named. Valid signatures only prove
 who the owner is: the owner is trusted when it is a guardian of this store
-(public parts are enough). Exits 0 when everything shown is verified, 5 when
-its signatures do not verify, 8 when it is shown but not verified (an owner this
+(public parts are enough). Expired guardian certificates are named, with
+--allow-expired as what unwrapping needs. Exits 0 when everything shown is
+verified, 5 when its signatures do not verify or its certificates are expired
+(unless --allow-expired), 8 when it is shown but not verified (an owner this
 store does not know, algorithms guardctl cannot check).`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -223,6 +239,9 @@ store does not know, algorithms guardctl cannot check).`,
 			}
 			if v.Signatures == "invalid" {
 				return &cliError{code: exitVerification, msg: args[0] + ": " + v.Problem}
+			}
+			if v.NeedsAllowExpired {
+				return inFile(args[0], verr)
 			}
 			if !v.Verified {
 				return unverifiedError(args[0], v.Unverified, !v.OwnerKnown)

@@ -135,7 +135,8 @@ the key protector's signatures, whether its owner is a guardian this store knows
 and the manifest, which only a host that can open the bundle checks (it decrypts
 every payload file, whose authentication covers the manifest). What could not be
 verified is marked so. Exits 0 when everything shown is verified, 5 when
-something does not verify, 8 when something shown is unverified.`,
+something does not verify or the guardian certificates are expired (unless
+--allow-expired), 8 when something shown is unverified.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, p, err := readBundle(args[0])
@@ -152,6 +153,9 @@ something does not verify, 8 when something shown is unverified.`,
 			}
 			if v.manifestErr != nil {
 				return inFile(args[0], v.manifestErr)
+			}
+			if v.KeyProtector.NeedsAllowExpired {
+				return inFile(args[0], verr)
 			}
 			if !v.Verified {
 				what := v.KeyProtector.Unverified
