@@ -33,31 +33,33 @@ func testSystemStores(t *testing.T, c systemStoresCase) {
 	_, pubCert := makeCert(t, "Shielded VM Encryption Certificate (contract) (host)", time.Now().Add(-time.Hour), 0)
 	pubTP := guardian.Thumbprint(pubCert)
 
+	// find looks tp up in store's list.
+	find := func(store, tp string) (certstore.SystemCert, bool) {
+		t.Helper()
+		list, err := s.List(store)
+		if err != nil {
+			t.Fatalf("List(%q): %v", store, err)
+		}
+		for _, sc := range list {
+			if guardian.Thumbprint(sc.Cert) == tp {
+				return sc, true
+			}
+		}
+		return certstore.SystemCert{}, false
+	}
 	// one finds tp in store, or fails.
 	one := func(store, tp string) certstore.SystemCert {
 		t.Helper()
-		list, err := s.List(store)
-		if err != nil {
-			t.Fatalf("List(%q): %v", store, err)
+		sc, ok := find(store, tp)
+		if !ok {
+			t.Fatalf("List(%q) does not show %s", store, tp)
 		}
-		for _, sc := range list {
-			if guardian.Thumbprint(sc.Cert) == tp {
-				return sc
-			}
-		}
-		t.Fatalf("List(%q) does not show %s: %d certificates", store, tp, len(list))
-		return certstore.SystemCert{}
+		return sc
 	}
 	absent := func(store, tp string) {
 		t.Helper()
-		list, err := s.List(store)
-		if err != nil {
-			t.Fatalf("List(%q): %v", store, err)
-		}
-		for _, sc := range list {
-			if guardian.Thumbprint(sc.Cert) == tp {
-				t.Fatalf("List(%q) still shows %s", store, tp)
-			}
+		if _, ok := find(store, tp); ok {
+			t.Fatalf("List(%q) still shows %s", store, tp)
 		}
 	}
 	linked := func(store, tp string) {

@@ -148,7 +148,10 @@ func (b *Batch) verify(cert *x509.Certificate, data, sig []byte) error {
 // stagingDirFor returns the batch's staging directory in dir, made on
 // first use.
 func (b *Batch) stagingDirFor(dir string) string {
-	v, _ := b.staging.LoadOrStore(dir, &stagingDir{})
+	v, ok := b.staging.Load(dir)
+	if !ok { // once per directory: no new stagingDir per file
+		v, _ = b.staging.LoadOrStore(dir, &stagingDir{})
+	}
 	sd := v.(*stagingDir)
 	sd.once.Do(func() { sd.path, _ = atomicfile.MakeStagingDir(dir) })
 	return sd.path

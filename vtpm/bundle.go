@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -140,7 +142,7 @@ func Seal(m Manifest, files map[string][]byte, modes map[string]uint32, kp, tran
 	m.Format, m.Version = BundleFormat, BundleVersion
 	m.Payload = PayloadFormat{AEAD: "AES-256-GCM", KDF: "HKDF-SHA256"}
 	m.Files = nil
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if !payloadName.MatchString(name) {
 			return nil, fmt.Errorf("bad payload name %q", name)
 		}

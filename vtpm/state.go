@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 )
 
 // Layout is how a state is kept on disk.
@@ -186,7 +187,7 @@ func (s *State) HasVolatile() bool { return len(s.Blobs["volatilestate"]) > 0 }
 
 // Names are the state's blob names, sorted.
 func (s *State) Names() []string {
-	return sortedKeys(s.Blobs)
+	return slices.Sorted(maps.Keys(s.Blobs))
 }
 
 // Files returns what is written to disk for blobs in this state's layout:
@@ -219,15 +220,6 @@ func (s *State) Transform(f func(name string, blob []byte) ([]byte, error)) (map
 		out[n] = b
 	}
 	return out, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ErrInUse is returned when a running swtpm holds the state directory's lock.

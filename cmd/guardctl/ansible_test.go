@@ -82,17 +82,10 @@ func TestAnsibleCluster(t *testing.T) {
 		args := append([]string{"-i", inv, filepath.Join(root, "examples", "ansible-cluster.yml"),
 			"-e", "guardctl_exchange_dir=" + filepath.Join(w, "exchange")}, extra...)
 		cmd := exec.Command("ansible-playbook", args...)
-		cmd.Env = append(os.Environ(),
-			"ANSIBLE_COLLECTIONS_PATH="+filepath.Join(w, "collections"),
-			"ANSIBLE_STDOUT_CALLBACK=json",
-			"ANSIBLE_LOCAL_TEMP="+filepath.Join(w, "ansible-tmp"),
-			"ANSIBLE_REMOTE_TMP="+filepath.Join(w, "ansible-tmp"),
-			"ANSIBLE_NOCOLOR=1",
+		cmd.Env = append(playbookEnv(w),
 			"ANSIBLE_RETRY_FILES_ENABLED=0",
 			"ANSIBLE_HOST_KEY_CHECKING=0",
-			"ANSIBLE_FORKS=4",
-			"HOME="+w,
-			"GUARDCTL_STORE=", "GUARDCTL_PASSWORD=")
+			"ANSIBLE_FORKS=4")
 		out, err := cmd.Output()
 		var stderr string
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -361,14 +354,7 @@ func TestAnsibleModules(t *testing.T) {
 		args := append([]string{"-i", inv, "testdata/ansible-modules.yml", "-e", "work=" + w, "-e", "guardctl_binary=" + bin,
 			"-e", "pfx_password=" + password}, extra...)
 		cmd := exec.Command("ansible-playbook", args...)
-		cmd.Env = append(os.Environ(),
-			"ANSIBLE_COLLECTIONS_PATH="+filepath.Join(w, "collections"),
-			"ANSIBLE_STDOUT_CALLBACK=json",
-			"ANSIBLE_LOCAL_TEMP="+filepath.Join(w, "ansible-tmp"),
-			"ANSIBLE_REMOTE_TMP="+filepath.Join(w, "ansible-tmp"),
-			"ANSIBLE_NOCOLOR=1",
-			"HOME="+w,
-			"GUARDCTL_STORE=", "GUARDCTL_PASSWORD=")
+		cmd.Env = playbookEnv(w)
 		out, err := cmd.Output()
 		if err != nil {
 			var stderr []byte
@@ -434,6 +420,20 @@ func ansibleWorkspace(t *testing.T) (root, w, bin string) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return root, w, bin
+}
+
+// playbookEnv is the environment ansible-playbook runs in within the
+// workspace w: the linked collection, JSON results, temporary files and
+// HOME inside w, and no guardctl store or password from the caller.
+func playbookEnv(w string) []string {
+	return append(os.Environ(),
+		"ANSIBLE_COLLECTIONS_PATH="+filepath.Join(w, "collections"),
+		"ANSIBLE_STDOUT_CALLBACK=json",
+		"ANSIBLE_LOCAL_TEMP="+filepath.Join(w, "ansible-tmp"),
+		"ANSIBLE_REMOTE_TMP="+filepath.Join(w, "ansible-tmp"),
+		"ANSIBLE_NOCOLOR=1",
+		"HOME="+w,
+		"GUARDCTL_STORE=", "GUARDCTL_PASSWORD=")
 }
 
 // linkCollection makes a workspace w in which the repository's ansible/ is

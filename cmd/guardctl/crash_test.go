@@ -167,12 +167,7 @@ func TestConcurrentMixed(t *testing.T) {
 // (a 4 KiB tmpfs): each command fails with a clear error and changes
 // nothing. Mounting needs root, which CI has.
 func TestFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("the full-disk test mounts a tmpfs and needs root, which CI runs as")
-		}
-		t.Skip("mounting a small tmpfs needs root")
-	}
+	requireRoot(t, "mount", "the full-disk test mounts a tmpfs")
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(mnt, 0o700)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {

@@ -390,10 +390,13 @@ func loopCondition() (bool, error) {
 }
 
 // rootToolCondition is a condition that holds when this runs as root and
-// tool is installed. Under CI (CI=true, set by .ci/run), which has both,
-// their absence is an error, not a skip; what names what needs them.
+// tool (if any) is installed. Under CI (CI=true, set by .ci/run), which has
+// both, their absence is an error, not a skip; what names what needs them.
 func rootToolCondition(tool, what string) (bool, error) {
-	_, err := exec.LookPath(tool)
+	var err error
+	if tool != "" {
+		_, err = exec.LookPath(tool)
+	}
 	if err == nil && os.Geteuid() != 0 {
 		err = fmt.Errorf("running as uid %d, not root", os.Geteuid())
 	}
@@ -401,6 +404,19 @@ func rootToolCondition(tool, what string) (bool, error) {
 		return false, fmt.Errorf("%s: root and %s are needed, and CI has them: %v", what, tool, err)
 	}
 	return err == nil, nil
+}
+
+// requireRoot is rootToolCondition for a Go test: it skips t where root
+// or tool is missing, and fails it under CI, which has both.
+func requireRoot(t *testing.T, tool, what string) {
+	t.Helper()
+	ok, err := rootToolCondition(tool, what)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		t.Skipf("%s: not running as root, or %q is not installed", what, tool)
+	}
 }
 
 // loopdev VAR FILE attaches FILE to a free loop device (losetup -f --show),

@@ -27,8 +27,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 
 	"github.com/guardctl/guardctl/certstore"
@@ -138,7 +139,7 @@ func (s stores) List(store string) ([]certstore.SystemCert, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []certstore.SystemCert
-	for _, tp := range sortedKeys(w.st.Stores[store]) {
+	for _, tp := range slices.Sorted(maps.Keys(w.st.Stores[store])) {
 		c := w.st.Stores[store][tp]
 		cert, err := x509.ParseCertificate(c.DER)
 		if err != nil {
@@ -373,7 +374,7 @@ func (w *Windows) Install(name string, g *guardian.Guardian) error {
 func (w *Windows) Certificates(store string) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return sortedKeys(w.st.Stores[store])
+	return slices.Sorted(maps.Keys(w.st.Stores[store]))
 }
 
 // Registrations lists the registered names.
@@ -388,13 +389,4 @@ func (w *Windows) Keys() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.st.Keys)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
