@@ -23,10 +23,11 @@ build:
 # PFX files; xmllint validates key protectors against docs/keyprotector.xsd;
 # swtpm and tpm2-tools read vTPM state back; wine64 runs the Windows build
 # (mingw-w64 builds its ProcessPrng shim); ansible-core runs the collection;
-# man-db reads the installed man pages.
+# man-db reads the installed man pages; jq reads -o json in docs/migrate.md's
+# CI pipeline, which TestMigrationGuide runs.
 DEB_PACKAGES := openssl libxml2-utils swtpm swtpm-tools tpm2-tools iproute2 gnutls-bin \
-	default-jre-headless ansible-core wine wine64 gcc-mingw-w64-x86-64-win32 man-db
-TOOLS := openssl xmllint swtpm tpm2_nvread certtool keytool ansible-playbook wine x86_64-w64-mingw32-gcc
+	default-jre-headless ansible-core wine wine64 gcc-mingw-w64-x86-64-win32 man-db jq
+TOOLS := openssl xmllint swtpm tpm2_nvread certtool keytool ansible-playbook wine x86_64-w64-mingw32-gcc jq
 deps:
 	@echo "== [$(T)] deps: checking for $(TOOLS)"
 	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
