@@ -92,13 +92,16 @@ type guideBlock struct {
 	host string // old, new or both
 	run  []string
 	text string
+	// same: the block prints the same on both hosts (what the
+	// administrator compares)
+	same bool
 }
 
 func (b guideBlock) runsIn(scenario string) bool {
 	return slices.Contains(b.run, scenario) || (slices.Contains(b.run, "*") && b.lang == "sh")
 }
 
-var guideMarker = regexp.MustCompile(`^<!-- guide host=(old|new|both) run=([a-z0-9*,-]+) -->$`)
+var guideMarker = regexp.MustCompile(`^<!-- guide host=(old|new|both) run=([a-z0-9*,-]+)( same-output)? -->$`)
 
 // parseGuide reads the guide's sh and powershell blocks. Every one of them
 // must have its marker on the line before its fence, and every marker a
@@ -116,7 +119,7 @@ func parseGuide(t *testing.T, path string) []guideBlock {
 		if strings.HasPrefix(l, "<!-- guide") {
 			m := guideMarker.FindStringSubmatch(l)
 			if m == nil {
-				t.Fatalf("docs/migrate.md:%d: a marker reads <!-- guide host=old|new|both run=SCENARIO,... -->", i+1)
+				t.Fatalf("docs/migrate.md:%d: a marker reads <!-- guide host=old|new|both run=SCENARIO,...[ same-output] -->", i+1)
 			}
 			if i+1 >= len(lines) || (lines[i+1] != "```sh" && lines[i+1] != "```powershell") {
 				t.Fatalf("docs/migrate.md:%d: a marker must be followed by a ```sh or ```powershell block", i+1)
@@ -142,7 +145,10 @@ func parseGuide(t *testing.T, path string) []guideBlock {
 		if m == nil {
 			t.Fatalf("docs/migrate.md:%d: a ```%s block without a <!-- guide host=… run=… --> marker", start+1, lang)
 		}
-		blocks = append(blocks, guideBlock{line: start + 1, lang: lang, host: m[1], run: strings.Split(m[2], ","), text: strings.Join(body, "\n")})
+		blocks = append(blocks, guideBlock{line: start + 1, lang: lang, host: m[1], run: strings.Split(m[2], ","), text: strings.Join(body, "\n"), same: m[3] != ""})
+		if m[3] != "" && m[1] != "both" {
+			t.Fatalf("docs/migrate.md:%d: same-output compares what both hosts print", start+1)
+		}
 	}
 	if len(blocks) < 10 {
 		t.Fatalf("only %d marked blocks in docs/migrate.md", len(blocks))
@@ -284,7 +290,7 @@ func (g *guideRun) installStandins(t *testing.T) {
 
 // session runs one block in host h's shell session: the variables, exports
 // and directory the last block left are restored first and saved after.
-func (g *guideRun) session(t *testing.T, h *guideHost, b guideBlock, text string) {
+func (g *guideRun) session(t *testing.T, h *guideHost, b guideBlock, text string) string {
 	t.Helper()
 	script := fmt.Sprintf(`set -a
 . %[1]s
@@ -303,6 +309,7 @@ export -p | grep -Ev '^declare -x (SHLVL|_|OLDPWD|PWD)=' > %[1]s.new && mv %[1]s
 	if err != nil {
 		t.Fatalf("docs/migrate.md:%d, run on %s (%s host): %v\n%s\n-- the block --\n%s", b.line, h.name, map[*guideHost]string{g.old: "old", g.new: "new"}[h], err, out, text)
 	}
+	return string(out)
 }
 
 func runShellGuide(t *testing.T, bin string, blocks []guideBlock, sc guideScenario) {
@@ -330,11 +337,15 @@ func runShellGuide(t *testing.T, bin string, blocks []guideBlock, sc guideScenar
 		if b.host == "both" {
 			hosts = []*guideHost{g.old, g.new}
 		}
+		var outs []string
 		for _, h := range hosts {
 			if sc.jobs && slices.Contains(b.run, sc.name) {
 				writeFile(t, h.session, fmt.Sprintf("GUIDE_PWD=%s\n", shellQuote(h.home)), 0o600)
 			}
-			g.session(t, h, b, text)
+			outs = append(outs, g.session(t, h, b, text))
+		}
+		if b.same && (len(outs) != 2 || outs[0] != outs[1] || strings.Count(outs[0], "\n") < 4) {
+			t.Fatalf("docs/migrate.md:%d prints different things on the two hosts:\n%s\n--\n%s", b.line, outs[0], outs[len(outs)-1])
 		}
 		ran++
 	}
