@@ -180,6 +180,7 @@ var guideScenarios = []guideScenario{
 	{name: "pve-raw", prepare: preparePVE("raw"), vars: map[string]string{"STORAGE": "local"}},
 	{name: "pve-lvm", prepare: preparePVE("lvm")},
 	{name: "pve-qcow2", prepare: preparePVE("qcow2"), vars: map[string]string{"STORAGE": "local"}, env: []string{"PVE_DIR_FORMAT=qcow2"}},
+	{name: "qemu-key", prepare: prepareQEMUKey, check: checkQEMUKey},
 	{name: "ci", prepare: prepareCI, check: checkCI, jobs: true, env: []string{"OLD=host-a", "NEW=host-b"}},
 	{name: "hyperv"},
 }
@@ -276,7 +277,7 @@ func (g *guideRun) installStandins(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(bin, "guardctl"), "#!/bin/sh\nNAME=guardctl . \"$STANDIN\"\nexec "+shellQuote(g.bin)+" \"$@\"\n", 0o755)
-	for _, name := range []string{"virsh", "qm", "pvesm", "scp"} {
+	for _, name := range []string{"virsh", "qm", "pvesm", "scp", "qemu-system-x86_64"} {
 		src, err := filepath.Abs(filepath.Join("testdata", "guide", name))
 		if err != nil {
 			t.Fatal(err)
@@ -312,20 +313,27 @@ export -p | grep -Ev '^declare -x (SHLVL|_|OLDPWD|PWD)=' > %[1]s.new && mv %[1]s
 	return string(out)
 }
 
+// hostPaths are the system paths the guide's blocks name, which the test
+// puts under each host's root.
+var hostPaths = regexp.MustCompile(`(^|[\s="':])(/var/lib/libvirt|/var/lib/swtpm|/etc/swtpm|/run/swtpm|/var/lib/images)\b`)
+
 func runShellGuide(t *testing.T, bin string, blocks []guideBlock, sc guideScenario) {
-	guideNeeds(t, "bash", "sed", "base64", "swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss", "od")
+	guideNeeds(t, "bash", "sed", "base64", "swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss", "od", "pgrep")
 	g := newGuideRun(t, bin)
 	g.env = sc.env
 	sc.prepare(t, g)
 	g.installStandins(t)
-	t.Cleanup(func() { detachGuideLoops(g.work) })
+	t.Cleanup(func() {
+		detachGuideLoops(g.work)
+		stopGuideSwtpms(g)
+	})
 	applied := map[string]bool{}
 	ran := 0
 	for _, b := range blocks {
 		if b.lang != "sh" || !b.runsIn(sc.name) {
 			continue
 		}
-		text := strings.ReplaceAll(b.text, "/var/lib/libvirt/", "${GUIDE_ROOT}/var/lib/libvirt/")
+		text := hostPaths.ReplaceAllString(b.text, "${1}$${GUIDE_ROOT}${2}")
 		for name, value := range sc.vars {
 			re := regexp.MustCompile(`(?m)^` + name + `=\S*`)
 			if re.MatchString(text) {
@@ -578,6 +586,67 @@ func preparePVE(kind string) func(t *testing.T, g *guideRun) {
 		writeFile(t, filepath.Join(g.old.root, "etc/pve/qemu-server/100.conf"), conf+"tpmstate0: "+vol+",size=4M,version=v2.0\n", 0o600)
 		writeFile(t, filepath.Join(g.old.root, "run/qemu-server/100.status"), "running\n", 0o600)
 		writeFile(t, filepath.Join(g.new.root, "etc/pve/qemu-server/100.conf"), conf, 0o600)
+	}
+}
+
+// prepareQEMUKey makes the guide's VM on the old host as an administrator
+// runs one by hand: its state in /var/lib/swtpm/win11, encrypted with the
+// key in /etc/swtpm/win11.key (swtpm_setup --keyfile), given a canary.
+func prepareQEMUKey(t *testing.T, g *guideRun) {
+	key := randomHex(t, 32)
+	g.secrets = append(g.secrets, key)
+	keyFile := filepath.Join(g.old.root, "etc/swtpm", guideVM+".key")
+	writeFile(t, keyFile, key, 0o600)
+	writeFile(t, filepath.Join(g.work, "old.key"), key, 0o600)
+	state := filepath.Join(g.old.root, "var/lib/swtpm", guideVM)
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	guideExec(t, g, "swtpm_setup", "--tpm2", "--tpmstate", state, "--createek", "--pcr-banks", "sha256", "--keyfile", keyFile, "--cipher", "aes-256-cbc")
+	guideExec(t, g, "sh", "testdata/tpm.sh", "write", state, "file="+keyFile+",mode=aes-256-cbc")
+}
+
+// checkQEMUKey: the new host's key is the old one, 0600 in a 0700
+// directory; the old host's state and key are gone; QEMU stopped the swtpm.
+func checkQEMUKey(t *testing.T, g *guideRun) {
+	keyFile := filepath.Join(g.new.root, "etc/swtpm", guideVM+".key")
+	got, err := os.ReadFile(keyFile)
+	want, _ := os.ReadFile(filepath.Join(g.work, "old.key"))
+	if err != nil || strings.TrimSpace(string(got)) != string(want) {
+		t.Errorf("the new host's key file holds %q (%v), not the old host's key", got, err)
+	}
+	for path, mode := range map[string]fs.FileMode{keyFile: 0o600, filepath.Dir(keyFile): 0o700 | fs.ModeDir} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != mode {
+			t.Errorf("%s: %v (%v), want %v", path, fi.Mode(), err, mode)
+		}
+	}
+	for _, p := range []string{"var/lib/swtpm/" + guideVM, "etc/swtpm/" + guideVM + ".key"} {
+		if _, err := os.Stat(filepath.Join(g.old.root, p)); !os.IsNotExist(err) {
+			t.Errorf("the old host still holds /%s (%v)", p, err)
+		}
+	}
+	if pids, _ := filepath.Glob(filepath.Join(g.new.root, "run/swtpm/*.pid")); len(pids) > 0 {
+		t.Errorf("a swtpm still runs: %v", pids)
+	}
+}
+
+// stopGuideSwtpms kills a swtpm a guide block started and a failure left
+// running (by the PID in its pid file).
+func stopGuideSwtpms(g *guideRun) {
+	for _, h := range []*guideHost{g.old, g.new} {
+		pids, _ := filepath.Glob(filepath.Join(h.root, "run/swtpm/*.pid"))
+		for _, f := range pids {
+			data, _ := os.ReadFile(f)
+			var pid int
+			if _, err := fmt.Sscan(string(data), &pid); err != nil || pid <= 1 {
+				continue
+			}
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(cmdline), "swtpm\x00") {
+				if p, err := os.FindProcess(pid); err == nil {
+					p.Kill()
+				}
+			}
+		}
 	}
 }
 
