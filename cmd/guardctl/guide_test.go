@@ -21,16 +21,16 @@ import (
 // TestMigrationGuide runs docs/migrate.md: every ```sh block, in order, on
 // the "host" its marker names (<!-- guide host=old|new|both run=SCENARIOS -->),
 // for each scenario it lists, with the real guardctl binary, the real swtpm
-// and tpm2-tools, and stand-ins for virsh, qm, pvesm and scp
+// and tpm2-tools, and stand-ins for virsh, qm, pvesm, scp and QEMU
 // (testdata/guide). Each host is a directory: its own store (for the default
 // store), HOME (the shell's directory), TMPDIR, and a root under which the
 // stand-ins keep libvirt's and Proxmox's files and /var/lib/libvirt is
 // rewritten. Blocks of one host run in one shell session, as an
 // administrator pastes them: the variables one block sets are there in the
 // next. The stand-ins for 'virsh start' and 'qm start' start swtpm on the
-// state as libvirt and Proxmox do (with the secret's value as its key) and
-// read back the NV canary, persistent key and EK the old host's TPM was
-// given. The Hyper-V section's PowerShell blocks cannot run here: each
+// state as libvirt and Proxmox do (with the secret's value as its key), and
+// QEMU's initialises the TPM through the swtpm the guide starts; each reads
+// back the NV canary, persistent key and EK the old host's TPM was given. The Hyper-V section's PowerShell blocks cannot run here: each
 // guardctl line in them runs against a directory store per host instead.
 func TestMigrationGuide(t *testing.T) {
 	guide, err := filepath.Abs("../../docs/migrate.md")
