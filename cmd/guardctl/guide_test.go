@@ -317,6 +317,10 @@ export -p | grep -Ev '^declare -x (SHLVL|_|OLDPWD|PWD)=' > %[1]s.new && mv %[1]s
 // puts under each host's root.
 var hostPaths = regexp.MustCompile(`(^|[\s="':])(/var/lib/libvirt|/var/lib/swtpm|/etc/swtpm|/run/swtpm|/var/lib/images)\b`)
 
+// systemPath is any other path of the system: a block naming one would
+// change the machine the test runs on (as root).
+var systemPath = regexp.MustCompile(`(^|[\s="':])/(etc|var|run|dev|srv|opt|root|media|mnt|home|boot|usr|lib|tmp)\b\S*`)
+
 func runShellGuide(t *testing.T, bin string, blocks []guideBlock, sc guideScenario) {
 	guideNeeds(t, "bash", "sed", "base64", "swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss", "od", "pgrep")
 	g := newGuideRun(t, bin)
@@ -334,6 +338,9 @@ func runShellGuide(t *testing.T, bin string, blocks []guideBlock, sc guideScenar
 			continue
 		}
 		text := hostPaths.ReplaceAllString(b.text, "${1}$${GUIDE_ROOT}${2}")
+		if p := systemPath.FindString(text); p != "" {
+			t.Fatalf("docs/migrate.md:%d names %s, which the test would change on this machine: add it to hostPaths", b.line, strings.TrimSpace(p))
+		}
 		for name, value := range sc.vars {
 			re := regexp.MustCompile(`(?m)^` + name + `=\S*`)
 			if re.MatchString(text) {
