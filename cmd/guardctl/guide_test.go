@@ -24,8 +24,8 @@ import (
 // and tpm2-tools, and stand-ins for virsh, qm, pvesm, scp and QEMU
 // (testdata/guide). Each host is a directory: its own store (for the default
 // store), HOME (the shell's directory), TMPDIR, and a root under which the
-// stand-ins keep libvirt's and Proxmox's files and /var/lib/libvirt is
-// rewritten. Blocks of one host run in one shell session, as an
+// stand-ins keep libvirt's and Proxmox's files, and under which the system
+// paths the blocks name are put (hostPaths; any other one fails the test). Blocks of one host run in one shell session, as an
 // administrator pastes them: the variables one block sets are there in the
 // next. The stand-ins for 'virsh start' and 'qm start' start swtpm on the
 // state as libvirt and Proxmox do (with the secret's value as its key), and
