@@ -69,9 +69,15 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 		if err == nil {
 			_, err = b.Open(tk)
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			v.ManifestProblem, v.manifestErr = err.Error(), err
-		} else {
+		case !kv.OwnerKnown:
+			// The payload authenticates the manifest under a key that
+			// anyone holding this host's public guardian could have
+			// wrapped: that proves nothing about who wrote it.
+			v.ManifestProblem = "its owner is unknown: the payload decrypts, but anyone holding this host's public guardian could have made the bundle"
+		default:
 			v.ManifestVerified = true
 		}
 	}
