@@ -26,6 +26,12 @@ type bundleView struct {
 	// --keep-backup; BackupOpensFor says whom that copy still lets in.
 	Backup         string `json:"backup,omitempty"`
 	BackupOpensFor string `json:"backupOpensFor,omitempty"`
+	// RemovedBackups are the earlier backups (kept by grants or revokes
+	// with --keep-backup) that still opened for the guardian a revoke
+	// took away, which it removed (with --dry-run: would remove);
+	// KeptBackups, the same left in place with --keep-backup.
+	RemovedBackups []string `json:"removedBackups,omitempty"`
+	KeptBackups    []string `json:"keptBackups,omitempty"`
 	manifestErr    error
 	outcome
 }
