@@ -143,7 +143,14 @@ func (c *kpChange) run(a *app, files []string) error {
 
 	code, failed := exitOK, 0
 	var firstErr error
-	for _, r := range results {
+	for i, r := range results {
+		if r.err != nil {
+			// Each file's "no guardian can unwrap" names the store.
+			r.err = a.noAccessError(r.err, false)
+			r.Error = r.err.Error()
+			r.code, _ = classify(r.err)
+			results[i] = r
+		}
 		if r.Error != "" {
 			failed++
 			if code == exitOK {

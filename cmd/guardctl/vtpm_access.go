@@ -193,7 +193,7 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 }
 
 func newVTPMAccessCmd(a *app, verb string) *cobra.Command {
-	c := &vtpmAccess{verb: verb}
+	c := &vtpmAccess{verb: verb, revokeFlags: revokeFlags{bundle: true}}
 	cmd := &cobra.Command{
 		Use:   verb + map[string]string{"grant": " FILE --guardian H", "revoke": " FILE (--guardian H | --thumbprint T)"}[verb],
 		Short: map[string]string{"grant": "Let another guardian open a bundle (its payload is untouched)", "revoke": "Stop a guardian from opening a bundle (--rotate re-encrypts the payload)"}[verb],
