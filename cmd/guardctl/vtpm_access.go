@@ -23,8 +23,6 @@ type vtpmAccess struct {
 	// oldKey is the transport key a rotation replaced: a revoked guardian
 	// may have kept it, so backups under it still open for that guardian.
 	oldKey []byte
-	// revoked is the signing thumbprint of the guardian revoked.
-	revoked string
 }
 
 func (c *vtpmAccess) run(a *app, file string) error {
