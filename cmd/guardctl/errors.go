@@ -80,7 +80,7 @@ func classify(err error) (int, string) {
 	if errors.As(err, &ke) {
 		switch ke.Kind {
 		case keyprotector.KindNoAccess:
-			return exitNoAccess, "'guardctl kp show FILE' lists the guardians that can; import one of them ('guardctl guardian import')"
+			return exitNoAccess, "'guardctl kp show FILE' (a key protector) or 'guardctl vtpm inspect FILE' (a bundle) lists the guardians that can; import one of them ('guardctl guardian import')"
 		case keyprotector.KindNotOwner:
 			return exitNoAccess, "run this on the owner's host, or import the owner's PFX pair here"
 		case keyprotector.KindExpired:

@@ -158,7 +158,7 @@ func (a *app) printKP(v kpView) error {
 	if v.Problem != "" {
 		status += ": " + v.Problem
 	}
-	unwrap := "no: no guardian in this store is named in it"
+	unwrap := "no: no guardian in " + a.storeDescription() + " is named in it"
 	switch {
 	case v.CanUnwrap && !v.OwnerKnown:
 		unwrap = "only with --allow-unknown-owner: guardian " + v.UnwrapWith + " holds a key, but the owner is unknown"
