@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"text/template"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -173,5 +174,100 @@ func TestNoTrackerReferences(t *testing.T) {
 				t.Errorf("%s:%d refers to the tracker (%q): say what it means instead", f, i+1, strings.TrimSpace(m))
 			}
 		}
+	}
+}
+
+// TestReadmeInstall keeps the README's Install section in step with what a
+// release holds: the archive of each system as .goreleaser.yaml names it,
+// the .deb and .rpm as nfpm names them, the go install path of the main
+// package, and for Windows where guardctl.exe goes and that Hyper-V's
+// store needs an elevated prompt.
+func TestReadmeInstall(t *testing.T) {
+	raw, err := os.ReadFile(".goreleaser.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ProjectName string `yaml:"project_name"`
+		Builds      []struct {
+			Main string `yaml:"main"`
+		} `yaml:"builds"`
+		Archives []struct {
+			Formats         []string `yaml:"formats"`
+			FormatOverrides []struct {
+				Goos    string   `yaml:"goos"`
+				Formats []string `yaml:"formats"`
+			} `yaml:"format_overrides"`
+			NameTemplate string `yaml:"name_template"`
+		} `yaml:"archives"`
+		Nfpms []struct {
+			Formats          []string `yaml:"formats"`
+			FileNameTemplate string   `yaml:"file_name_template"`
+		} `yaml:"nfpms"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Archives) != 1 || len(cfg.Nfpms) != 1 || len(cfg.Builds) != 1 {
+		t.Fatalf("unexpected config: %+v", cfg)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	i := strings.Index(text, "**Install**")
+	if i < 0 {
+		t.Fatal("the README has no Install section")
+	}
+	install := text[i:]
+	if j := strings.Index(install, "**Build it"); j > 0 {
+		install = install[:j]
+	}
+	ar := cfg.Archives[0]
+	tmpl := template.Must(template.New("name").Parse(ar.NameTemplate))
+	for _, target := range []string{"linux/amd64", "linux/arm64", "darwin/arm64", "darwin/amd64", "windows/amd64", "windows/arm64"} {
+		goos, arch, _ := strings.Cut(target, "/")
+		var name strings.Builder
+		if err := tmpl.Execute(&name, map[string]string{"ProjectName": cfg.ProjectName, "Version": "${v}", "Os": goos, "Arch": arch}); err != nil {
+			t.Fatal(err)
+		}
+		format := ar.Formats[0]
+		for _, o := range ar.FormatOverrides {
+			if o.Goos == goos {
+				format = o.Formats[0]
+			}
+		}
+		full := name.String() + "." + format
+		// An architecture may be named as the variant of the other's file.
+		other := strings.TrimSuffix(name.String(), arch) + map[string]string{"amd64": "arm64", "arm64": "amd64"}[arch] + "." + format
+		if !strings.Contains(install, full) && !(strings.Contains(install, other) && strings.Contains(install, "_"+goos+"_"+arch)) {
+			t.Errorf("the Install section does not name %s", full)
+		}
+	}
+	// nfpm's conventional names: NAME_VERSION_ARCH.deb, NAME-VERSION-RELEASE.ARCH.rpm.
+	if n := cfg.Nfpms[0]; n.FileNameTemplate != "{{ .ConventionalFileName }}" || !slices.Equal(n.Formats, []string{"deb", "rpm"}) {
+		t.Errorf("nfpms: %+v", n)
+	}
+	for _, want := range []string{
+		"guardctl_${v}_amd64.deb",
+		"guardctl-${v}-1.x86_64.rpm",
+		"go install github.com/guardctl/guardctl/" + strings.TrimPrefix(cfg.Builds[0].Main, "./") + "@latest",
+		"guardctl.exe",
+		`C:\Program Files\guardctl`,
+		"`--store hyperv`",
+		"elevated",
+		"checksums.txt",
+	} {
+		if !strings.Contains(install, want) {
+			t.Errorf("the Install section does not say %q", want)
+		}
+	}
+	mod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(mod), "module github.com/guardctl/guardctl\n") {
+		t.Errorf("go.mod names another module; the go install line is wrong")
 	}
 }

@@ -10,9 +10,10 @@
 # there with 'guardctl guardian import dest --public dest.guardian.xml'; and
 # the other way round, the source's public guardian imported on the
 # destination, which accepts bundles only from owners it knows. The source
-# host's own guardian (SOURCE_GUARDIAN, default the host name) owns the
-# bundle. Copy OUTDIR to the destination by any channel: the bundle reveals
-# nothing, and the domain XML holds no secret.
+# host's own guardian (SOURCE_GUARDIAN, default UntrustedGuardian, the name
+# the README's quick start creates) owns the bundle. Copy OUTDIR to the
+# destination by any channel: the bundle reveals nothing, and the domain XML
+# holds no secret.
 #
 # Environment: GUARDCTL, VIRSH (commands to run), SWTPM_DIR (libvirt's
 # swtpm state root, default /var/lib/libvirt/swtpm), SWTPM_USER (tss).
@@ -21,6 +22,7 @@ GUARDCTL=${GUARDCTL:-guardctl}
 VIRSH=${VIRSH:-virsh}
 SWTPM_DIR=${SWTPM_DIR:-/var/lib/libvirt/swtpm}
 SWTPM_USER=${SWTPM_USER:-tss}
+SOURCE_GUARDIAN=${SOURCE_GUARDIAN:-UntrustedGuardian}
 
 usage() { echo "usage: $0 source VM DEST_GUARDIAN OUTDIR | destination VM INDIR" >&2; exit 2; }
 
@@ -54,10 +56,10 @@ source)
 		pass=$tmp/passphrase
 		$VIRSH secret-get-value "$secret" | base64 -d > "$pass"
 		$VIRSH secret-dumpxml "$secret" > "$out/$vm.secret.xml"
-		$GUARDCTL vtpm wrap "$SWTPM_DIR/$uuid/tpm2" --owner "${SOURCE_GUARDIAN:-$(hostname)}" \
+		$GUARDCTL vtpm wrap "$SWTPM_DIR/$uuid/tpm2" --owner "$SOURCE_GUARDIAN" \
 			--guardian "$dest" --passphrase-file "$pass" --vm-name "$vm" --out "$out/$vm.vtpm" --force
 	else
-		$GUARDCTL vtpm wrap "$SWTPM_DIR/$uuid/tpm2" --owner "${SOURCE_GUARDIAN:-$(hostname)}" \
+		$GUARDCTL vtpm wrap "$SWTPM_DIR/$uuid/tpm2" --owner "$SOURCE_GUARDIAN" \
 			--guardian "$dest" --vm-name "$vm" --out "$out/$vm.vtpm" --force
 	fi
 	echo "$uuid" > "$out/$vm.uuid"
@@ -77,11 +79,19 @@ destination)
 		tmp=$(mktemp -d)
 		trap 'rm -rf "$tmp"' EXIT
 		pass=$tmp/passphrase
-		$GUARDCTL vtpm unwrap "$in/$vm.vtpm" --to "$SWTPM_DIR/$uuid/tpm2" --chown "$SWTPM_USER" \
-			--passphrase-out "$pass" --force
+		# guardctl's notes name the passphrase file, which is deleted on
+		# exit: they are kept back, and what replaces them is said below
+		# (its errors are shown whole).
+		if ! notes=$($GUARDCTL vtpm unwrap "$in/$vm.vtpm" --to "$SWTPM_DIR/$uuid/tpm2" --chown "$SWTPM_USER" \
+			--passphrase-out "$pass" --force 2>&1); then
+			printf '%s\n' "$notes" >&2
+			exit 1
+		fi
+		printf '%s\n' "$notes" | grep -v -F "$tmp" >&2 || true
 		secret=$(sed -n 's/.*<uuid>\([0-9a-fA-F-]*\)<\/uuid>.*/\1/p' "$in/$vm.secret.xml")
 		$VIRSH secret-define "$in/$vm.secret.xml"
 		$VIRSH secret-set-value "$secret" --file "$pass" --plain
+		echo "the vTPM passphrase is in libvirt secret $secret, which libvirt gives swtpm; its temporary file is deleted" >&2
 	else
 		$GUARDCTL vtpm unwrap "$in/$vm.vtpm" --to "$SWTPM_DIR/$uuid/tpm2" --chown "$SWTPM_USER" --force
 	fi

@@ -21,7 +21,9 @@
 # --public FILE' on the other): the source wraps for the destination's, and
 # the destination accepts bundles only from an owner it knows.
 #
-# Environment: GUARDCTL, QM, PVESM (commands to run).
+# Environment: GUARDCTL, QM, PVESM (commands to run), SOURCE_GUARDIAN (the
+# source node's own guardian, which owns the bundle; default UntrustedGuardian,
+# the name the README's quick start creates).
 set -eu
 GUARDCTL=${GUARDCTL:-guardctl}
 QM=${QM:-qm}
@@ -43,7 +45,7 @@ source)
 	# A cold move: the VM must be off so that its TPM state is complete.
 	[ "$($QM status "$vmid")" = "status: stopped" ] || { echo "VM $vmid is running: qm shutdown $vmid first" >&2; exit 1; }
 	volume=$(tpmstate_path "$vmid")
-	$GUARDCTL vtpm wrap "$volume" --owner "${SOURCE_GUARDIAN:-$(hostname)}" --guardian "$dest" --out "$bundle" --force
+	$GUARDCTL vtpm wrap "$volume" --owner "${SOURCE_GUARDIAN:-UntrustedGuardian}" --guardian "$dest" --out "$bundle" --force
 	;;
 destination)
 	[ $# -eq 3 ] || usage

@@ -184,7 +184,9 @@ func newAEAD(transportKey []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// Open decrypts and checks every payload file.
+// Open decrypts and checks every payload file, which authenticates the
+// manifest (its digest is in each file's associated data); callers act on
+// the manifest's fields only after Open succeeded.
 func (b *Bundle) Open(transportKey []byte) (map[string][]byte, error) {
 	aead, err := newAEAD(transportKey)
 	if err != nil {
@@ -210,6 +212,14 @@ func (b *Bundle) Open(transportKey []byte) (map[string][]byte, error) {
 			}
 		}
 		out[f.Name] = plain
+	}
+	// Every payload file authenticated the manifest: only now are its
+	// fields acted on, so that a changed byte is a tampered bundle, never
+	// a decision taken on what an attacker wrote.
+	if e := b.Manifest.StateEncryption; e != nil && e.KDF != "" {
+		if _, err := ParseKDF(string(e.KDF)); err != nil || e.Secret != "passphrase" {
+			return nil, errorf(KindUnsupported, "the manifest names the key derivation %q for a %s; guardctl knows pbkdf2 and sha512, for a passphrase", e.KDF, e.Secret)
+		}
 	}
 	return out, nil
 }
@@ -311,11 +321,6 @@ func ReadBundle(data []byte) (*Bundle, error) {
 			}
 			if len(b.Manifest.Files) == 0 || len(b.Manifest.Files) > maxBundleFiles {
 				return nil, errorf(KindInvalid, "the manifest lists %d files", len(b.Manifest.Files))
-			}
-			if e := b.Manifest.StateEncryption; e != nil && e.KDF != "" {
-				if _, err := ParseKDF(string(e.KDF)); err != nil || e.Secret != "passphrase" {
-					return nil, errorf(KindUnsupported, "the manifest names the key derivation %q for a %s; guardctl knows pbkdf2 and sha512, for a passphrase", e.KDF, e.Secret)
-				}
 			}
 			seen := map[string]bool{}
 			for _, f := range b.Manifest.Files {

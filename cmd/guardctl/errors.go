@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"syscall"
 
@@ -79,7 +80,7 @@ func classify(err error) (int, string) {
 	if errors.As(err, &ke) {
 		switch ke.Kind {
 		case keyprotector.KindNoAccess:
-			return exitNoAccess, "'guardctl kp show FILE' lists the guardians that can; import one of them ('guardctl guardian import')"
+			return exitNoAccess, "'guardctl kp show FILE' (a key protector) or 'guardctl vtpm inspect FILE' (a bundle) lists the guardians that can; import one of them ('guardctl guardian import')"
 		case keyprotector.KindNotOwner:
 			return exitNoAccess, "run this on the owner's host, or import the owner's PFX pair here"
 		case keyprotector.KindExpired:
@@ -148,4 +149,52 @@ func printError(w io.Writer, err error) int {
 		fmt.Fprintf(w, "guardctl: hint: %s\n", hint)
 	}
 	return code
+}
+
+// noAccessMsg is how the keyprotector package says that no guardian it was
+// given can unwrap: the command layer names the store it looked in.
+const noAccessMsg = "no guardian in this store"
+
+// noAccessError is err, when it says that no guardian can unwrap, with the
+// store named (the usual cause is a wrong or misspelled --store) and a hint
+// with the command that lists who can open that kind of file: vtpm inspect
+// for a bundle, kp show for a key protector.
+func (a *app) noAccessError(err error, bundle bool) error {
+	var ke *keyprotector.Error
+	if !errors.As(err, &ke) || ke.Kind != keyprotector.KindNoAccess {
+		return err
+	}
+	msg := err.Error()
+	file := "FILE"
+	if i := strings.Index(msg, ": "+noAccessMsg); i > 0 {
+		file = msg[:i]
+	}
+	msg = strings.Replace(msg, noAccessMsg, "no guardian in "+a.storeDescription(), 1)
+	show := "guardctl kp show"
+	if bundle {
+		show = "guardctl vtpm inspect"
+		msg = strings.Replace(msg, "can unwrap the key protector", "can unwrap the bundle's key protector", 1)
+	}
+	return &cliError{code: exitNoAccess, msg: msg, path: file,
+		hint: fmt.Sprintf("'%s %s' lists the guardians that can; import one of them here ('guardctl guardian import'), or name the store that holds one with --store", show, file)}
+}
+
+// storeDescription names the store this command uses and where that came
+// from: the default, --store or GUARDCTL_STORE.
+func (a *app) storeDescription() string {
+	name := func(spec string) string {
+		if spec == certstore.HyperVSpec {
+			return "Hyper-V's store (" + spec + ")"
+		}
+		return "the store " + spec
+	}
+	def := certstore.DefaultSpec()
+	switch {
+	case a.storeSpec == "":
+		return name(def) + " (the default; --store or GUARDCTL_STORE names another)"
+	case a.storeSpec == os.Getenv("GUARDCTL_STORE"):
+		return fmt.Sprintf("%s (named by GUARDCTL_STORE; the default is %s)", name(a.storeSpec), def)
+	default:
+		return fmt.Sprintf("%s (named by --store; the default is %s)", name(a.storeSpec), def)
+	}
 }

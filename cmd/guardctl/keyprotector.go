@@ -205,6 +205,17 @@ func (a *app) unwrapProtector(file string, p *keyprotector.Protector, t trustFla
 // prints it).
 type revokeFlags struct {
 	guardianName, thumbprint, guardianFile string
+	// bundle: the files are vTPM bundles, whose thumbprints vtpm inspect
+	// prints (kp show, for key protectors).
+	bundle bool
+}
+
+// showCommand is the command that prints the thumbprints in the files.
+func (r *revokeFlags) showCommand() string {
+	if r.bundle {
+		return "vtpm inspect"
+	}
+	return "kp show"
 }
 
 func (r *revokeFlags) register(cmd *cobra.Command, a *app, verb string) {
@@ -213,7 +224,7 @@ func (r *revokeFlags) register(cmd *cobra.Command, a *app, verb string) {
 	f.StringVar(&r.guardianFile, "guardian-file", "", "guardian to "+verb+" from its public guardian file (as 'guardian export --public' writes it), not imported into this store")
 	ways := []string{"guardian"}
 	if verb == "revoke" {
-		f.StringVar(&r.thumbprint, "thumbprint", "", "revoke the guardian whose signing certificate has this SHA-1 thumbprint (as 'kp show' prints it), whether or not this store knows it")
+		f.StringVar(&r.thumbprint, "thumbprint", "", "revoke the guardian whose signing certificate has this SHA-1 thumbprint (as '"+r.showCommand()+"' prints it), whether or not this store knows it")
 		ways = append(ways, "thumbprint")
 	}
 	ways = append(ways, "guardian-file")
@@ -245,7 +256,7 @@ func (r *revokeFlags) target(a *app, verb string, allowExpired bool) (*guardian.
 	}
 	tp := strings.ToUpper(strings.NewReplacer(" ", "", ":", "").Replace(r.thumbprint))
 	if _, err := hex.DecodeString(tp); err != nil || len(tp) != 40 {
-		return nil, "", usageError("--thumbprint %q is not a SHA-1 thumbprint (40 hexadecimal digits, as 'guardctl kp show' prints it)", r.thumbprint)
+		return nil, "", usageError("--thumbprint %q is not a SHA-1 thumbprint (40 hexadecimal digits, as 'guardctl %s FILE' prints it)", r.thumbprint, r.showCommand())
 	}
 	r.thumbprint = tp
 	return nil, "the guardian with signing thumbprint " + tp, nil

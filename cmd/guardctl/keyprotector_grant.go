@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -41,7 +44,13 @@ type kpFileResult struct {
 	Backup  string `json:"backup,omitempty"`
 	// BackupOpensFor says who the backup of a revoke still lets unwrap.
 	BackupOpensFor string `json:"backupOpensFor,omitempty"`
-	Error          string `json:"error,omitempty"`
+	// RemovedBackups are the earlier backups of the file (kept by grants)
+	// that still let the revoked guardian unwrap, which a revoke removes
+	// (with --dry-run: would remove); KeptBackups, the same left in place
+	// with --keep-backup.
+	RemovedBackups []string `json:"removedBackups,omitempty"`
+	KeptBackups    []string `json:"keptBackups,omitempty"`
+	Error          string   `json:"error,omitempty"`
 	code           int
 	err            error
 }
@@ -134,7 +143,14 @@ func (c *kpChange) run(a *app, files []string) error {
 
 	code, failed := exitOK, 0
 	var firstErr error
-	for _, r := range results {
+	for i, r := range results {
+		if r.err != nil {
+			// Each file's "no guardian can unwrap" names the store.
+			r.err = a.noAccessError(r.err, false)
+			r.Error = r.err.Error()
+			r.code, _ = classify(r.err)
+			results[i] = r
+		}
 		if r.Error != "" {
 			failed++
 			if code == exitOK {
@@ -195,8 +211,10 @@ func (c *kpChange) report(a *app, results []kpFileResult, who string) {
 	}
 	perFile := c.verbose || len(results) == 1
 	changed, unchanged, failed := 0, 0, 0
-	var backups []string
+	var backups, removed []string
 	for _, r := range results {
+		backups = append(backups, r.KeptBackups...)
+		removed = append(removed, r.RemovedBackups...)
 		switch {
 		case r.Error != "":
 			failed++
@@ -217,6 +235,13 @@ func (c *kpChange) report(a *app, results []kpFileResult, who string) {
 				fmt.Fprintf(a.stderr, "guardctl: %s: unchanged (%s %s)\n", r.File, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 			}
 		}
+	}
+	removes := map[bool]string{true: "would remove", false: "removed"}[c.dryRun]
+	switch {
+	case len(removed) == 1:
+		fmt.Fprintf(a.stderr, "guardctl: %s the earlier backup %s, which still let %s unwrap\n", removes, removed[0], who)
+	case len(removed) > 1:
+		fmt.Fprintf(a.stderr, "guardctl: %s the %d earlier backups that still let %s unwrap: %s\n", removes, len(removed), who, strings.Join(removed, ", "))
 	}
 	switch {
 	case len(backups) == 1:
@@ -252,10 +277,48 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		return res
 	}
 	res.Changed, res.Backup = r.Changed, r.Backup
-	if c.verb == "revoke" && r.Backup != "" {
-		res.BackupOpensFor = who
+	if c.verb == "revoke" {
+		if r.Backup != "" {
+			res.BackupOpensFor = who
+		}
+		if err := c.earlierBackups(file, g, &res); err != nil {
+			err = fileError(file, err)
+			res.code, _ = classify(err)
+			res.Error, res.err = err.Error(), err
+		}
 	}
 	return res
+}
+
+// earlierBackups finds the backups of file that earlier runs kept and that
+// still let the revoked guardian unwrap, and removes them unless
+// --keep-backup (or --dry-run): otherwise the revoke would take nothing
+// away. Removing one changes what is on disk, as the revoke does.
+func (c *kpChange) earlierBackups(file string, g *guardian.Guardian, res *kpFileResult) error {
+	tp := c.thumbprint
+	if tp == "" {
+		tp = guardian.Thumbprint(g.Signing)
+	}
+	stale, err := keyprotector.BackupsOpeningFor(file, tp)
+	if err != nil {
+		return fmt.Errorf("looking for earlier backups that still let it unwrap: %w", err)
+	}
+	stale = slices.DeleteFunc(stale, func(b string) bool { return b == res.Backup })
+	if len(stale) == 0 {
+		return nil
+	}
+	if c.keepBackup {
+		res.KeptBackups = stale
+		return nil
+	}
+	res.RemovedBackups, res.Changed = stale, true
+	if c.dryRun {
+		return nil
+	}
+	if err := atomicfile.RemoveBackups(stale); err != nil {
+		return fmt.Errorf("removing the earlier backups that still let it unwrap: %w", err)
+	}
+	return nil
 }
 
 func newKPGrantCmd(a *app) *cobra.Command {
@@ -286,7 +349,9 @@ func newKPRevokeCmd(a *app) *cobra.Command {
 removed). It needs the owner's private signing key. A guardian no store here
 knows any more (a decommissioned host) is named by its signing thumbprint, as
 'kp show' prints it: --thumbprint T. No copy of the old file is
-kept unless --keep-backup, since it would still let H unwrap. The transport key
+kept unless --keep-backup, since it would still let H unwrap; for the same
+reason the earlier backups of the file that name H (kept by grant) are
+removed, and listed, unless --keep-backup. The transport key
 stays the same: a revoked host that kept the key or an old copy of the file still knows it
 (for vTPM bundles, 'guardctl vtpm revoke --rotate' changes the key).`,
 		Args: atLeastOneArg("FILE"),

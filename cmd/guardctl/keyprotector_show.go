@@ -121,6 +121,11 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 	if v.NeedsAllowExpired && v.HostCanStart {
 		v.Verdict += " Its certificates are expired: guardctl unwraps it only with --allow-expired."
 	}
+	if v.HostCanStart && !v.OwnerKnown {
+		// The keys to open it are here, but anyone holding this host's
+		// public guardian could have made it: no reassurance.
+		v.Verdict = fmt.Sprintf("This host holds the keys to open it (guardian %q), but its owner is UNKNOWN to this store, so nothing says who made it: guardctl unwraps it only with --allow-unknown-owner.", v.StartWith)
+	}
 	switch {
 	case v.Signatures == "invalid":
 		v.Unverified = "its signatures do not verify"
@@ -153,8 +158,10 @@ func (a *app) printKP(v kpView) error {
 	if v.Problem != "" {
 		status += ": " + v.Problem
 	}
-	unwrap := "no: no guardian in this store is named in it"
+	unwrap := "no: no guardian in " + a.storeDescription() + " is named in it"
 	switch {
+	case v.CanUnwrap && !v.OwnerKnown:
+		unwrap = "only with --allow-unknown-owner: guardian " + v.UnwrapWith + " holds a key, but the owner is unknown"
 	case v.CanUnwrap && v.NeedsAllowExpired:
 		unwrap = "yes, with guardian " + v.UnwrapWith + " and --allow-expired (its certificates are expired)"
 	case v.CanUnwrap:

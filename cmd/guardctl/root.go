@@ -45,8 +45,9 @@ func (a *app) execute(args []string) int {
 	stdinArg.r, stdinArg.taken = a.stdin, false
 	root := newRootCmd(a)
 	root.SetArgs(args)
-	if err := root.Execute(); err != nil {
-		return printError(a.stderr, err)
+	if cmd, err := root.ExecuteC(); err != nil {
+		bundle := cmd != nil && cmd.Parent() != nil && cmd.Parent().Name() == "vtpm"
+		return printError(a.stderr, a.noAccessError(err, bundle))
 	}
 	return exitOK
 }

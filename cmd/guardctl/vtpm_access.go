@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 	"github.com/spf13/cobra"
@@ -17,6 +20,9 @@ type vtpmAccess struct {
 	rotate       bool
 	keepBackup   bool
 	allowExpired bool
+	// oldKey is the transport key a rotation replaced: a revoked guardian
+	// may have kept it, so backups under it still open for that guardian.
+	oldKey []byte
 }
 
 func (c *vtpmAccess) run(a *app, file string) error {
@@ -61,7 +67,15 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err != nil {
 		return err
 	}
-	a.setChanged(changed)
+	var stale []string
+	if c.verb == "revoke" {
+		if stale, err = c.earlierBackups(file, g, backup, a.dryRun); err != nil {
+			return fileError(file, err)
+		}
+	}
+	// Removing the backups that still open for the revoked guardian
+	// changes what is on disk too.
+	a.setChanged(changed || (len(stale) > 0 && !c.keepBackup))
 	if !changed {
 		a.note("guardctl: %s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 	} else if a.dryRun {
@@ -73,13 +87,52 @@ func (c *vtpmAccess) run(a *app, file string) error {
 			a.note("guardctl: %s written; the previous version is %s", file, backup)
 		}
 	}
+	switch {
+	case len(stale) == 0:
+	case c.keepBackup:
+		a.note("guardctl: the earlier backups %s still let %s open it (--keep-backup): delete them once they are not needed", strings.Join(stale, ", "), who)
+	default:
+		a.note("guardctl: %s the earlier backups that still let %s open it: %s", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], who, strings.Join(stale, ", "))
+	}
 	_, err = a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}), func(v *bundleView) {
 		v.Backup = backup
 		if backup != "" && c.verb == "revoke" {
 			v.BackupOpensFor = who
 		}
+		if c.keepBackup {
+			v.KeptBackups = stale
+		} else {
+			v.RemovedBackups = stale
+		}
 	})
 	return err
+}
+
+// earlierBackups finds the backups of file that earlier runs kept and that
+// still open for the revoked guardian (its wrapping is in them, or after
+// --rotate their payload is under the old transport key), and removes
+// them unless --keep-backup (or --dry-run): otherwise the revoke, or the
+// rotation, would take nothing away.
+func (c *vtpmAccess) earlierBackups(file string, g *guardian.Guardian, kept string, dryRun bool) ([]string, error) {
+	tp := c.thumbprint
+	if tp == "" {
+		tp = guardian.Thumbprint(g.Signing)
+	}
+	stale, err := vtpm.BackupsOpeningFor(file, func(kp []byte) bool {
+		p, err := keyprotector.Parse(kp)
+		return err == nil && p.FindThumbprint(tp) != nil
+	}, c.oldKey)
+	if err != nil {
+		return nil, fmt.Errorf("looking for earlier backups that still open for it: %w", err)
+	}
+	stale = slices.DeleteFunc(stale, func(b string) bool { return b == kept })
+	if len(stale) == 0 || c.keepBackup || dryRun {
+		return stale, nil
+	}
+	if err := atomicfile.RemoveBackups(stale); err != nil {
+		return nil, fmt.Errorf("removing the earlier backups that still open for it: %w", err)
+	}
+	return stale, nil
 }
 
 // change returns b with g granted or revoked (and, with --rotate, under a
@@ -116,6 +169,7 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 	if err != nil {
 		return nil, err
 	}
+	c.oldKey = oldKey
 	files, err := b.Open(oldKey)
 	if err != nil {
 		return nil, err
@@ -137,7 +191,7 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 }
 
 func newVTPMAccessCmd(a *app, verb string) *cobra.Command {
-	c := &vtpmAccess{verb: verb}
+	c := &vtpmAccess{verb: verb, revokeFlags: revokeFlags{bundle: true}}
 	cmd := &cobra.Command{
 		Use:   verb + map[string]string{"grant": " FILE --guardian H", "revoke": " FILE (--guardian H | --thumbprint T)"}[verb],
 		Short: map[string]string{"grant": "Let another guardian open a bundle (its payload is untouched)", "revoke": "Stop a guardian from opening a bundle (--rotate re-encrypts the payload)"}[verb],
@@ -152,7 +206,10 @@ thumbprint, as 'vtpm inspect' prints it: --thumbprint T. Without --rotate the tr
 that kept it, or an old copy of the bundle, can still open the payload. With
 --rotate the payload is re-encrypted under a new transport key wrapped for those
 who keep access. No copy of the old bundle is kept unless --keep-backup, since
-it would still open for H.`,
+it would still open for H; for the same reason the earlier backups of the
+bundle that still open for H (its wrapping is in them, or with --rotate their
+payload is under the old transport key) are removed, and listed, unless
+--keep-backup.`,
 		}[verb],
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(a, args[0]) },

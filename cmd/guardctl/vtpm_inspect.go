@@ -26,6 +26,12 @@ type bundleView struct {
 	// --keep-backup; BackupOpensFor says whom that copy still lets in.
 	Backup         string `json:"backup,omitempty"`
 	BackupOpensFor string `json:"backupOpensFor,omitempty"`
+	// RemovedBackups are the earlier backups (kept by grants or revokes
+	// with --keep-backup) that still opened for the guardian a revoke
+	// took away, which it removed (with --dry-run: would remove);
+	// KeptBackups, the same left in place with --keep-backup.
+	RemovedBackups []string `json:"removedBackups,omitempty"`
+	KeptBackups    []string `json:"keptBackups,omitempty"`
 	manifestErr    error
 	outcome
 }
@@ -69,9 +75,15 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 		if err == nil {
 			_, err = b.Open(tk)
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			v.ManifestProblem, v.manifestErr = err.Error(), err
-		} else {
+		case !kv.OwnerKnown:
+			// The payload authenticates the manifest under a key that
+			// anyone holding this host's public guardian could have
+			// wrapped: that proves nothing about who wrote it.
+			v.ManifestProblem = "its owner is unknown: the payload decrypts, but anyone holding this host's public guardian could have made the bundle"
+		default:
 			v.ManifestVerified = true
 		}
 	}

@@ -153,6 +153,17 @@ swtpm's sections becomes zeros.`,
 			if err != nil {
 				return err
 			}
+			// The manifest is authenticated (every payload file's tag
+			// covers it) before any of its fields decides anything: a
+			// changed byte is a tampered bundle, not a usage error.
+			tk, by, err := a.unwrapProtector(args[0], p, trust)
+			if err != nil {
+				return err
+			}
+			files, err := b.Open(tk)
+			if err != nil {
+				return inFile(args[0], err)
+			}
 			m := b.Manifest
 			secretOut := keyOut + passOut
 			switch {
@@ -186,14 +197,6 @@ swtpm's sections becomes zeros.`,
 				if err := a.stdoutFor(map[bool]string{true: "--key-out", false: "--passphrase-out"}[keyOut != ""]); err != nil {
 					return err
 				}
-			}
-			tk, by, err := a.unwrapProtector(args[0], p, trust)
-			if err != nil {
-				return err
-			}
-			files, err := b.Open(tk)
-			if err != nil {
-				return inFile(args[0], err)
 			}
 			res := unwrapBundleResult{File: args[0], To: to, Layout: string(m.Layout), UnwrapWith: by.Name}
 			modes := map[string]fs.FileMode{}
