@@ -93,6 +93,9 @@ func classify(err error) (int, string) {
 		}
 		return exitVerification, ""
 	}
+	if te := (*vtpm.TargetError)(nil); errors.As(err, &te) {
+		return exitUsage, te.Hint
+	}
 	var ve *vtpm.Error
 	if errors.As(err, &ve) {
 		if ve.Kind == vtpm.KindNoState {
