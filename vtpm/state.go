@@ -209,7 +209,7 @@ func carriable(path, name string, t fs.FileMode) error {
 	what := ""
 	switch {
 	case t&fs.ModeSymlink != 0:
-		what = "a symbolic link"
+		return fmt.Errorf("%s is a symbolic link; guardctl does not follow links inside a state, and a state directory is carried whole: replace the link by the file itself, or move it out, and wrap again", path)
 	case t.IsDir():
 		what = "a subdirectory"
 	case t&fs.ModeNamedPipe != 0:
@@ -222,7 +222,7 @@ func carriable(path, name string, t fs.FileMode) error {
 		what = "not a regular file"
 	}
 	if what != "" {
-		return errorf(KindUnsupported, "%s is %s; a state directory is carried whole, and this cannot be carried faithfully: move it out of the directory (or replace it by the file itself) and wrap again", path, what)
+		return fmt.Errorf("%s is %s; a state directory is carried whole, and this cannot be carried faithfully: move it out of the directory (or replace it by the file itself) and wrap again", path, what)
 	}
 	if name == SecretFile || !payloadName.MatchString(name) {
 		return errorf(KindUnsupported, "%s: a bundle cannot carry a file of this name (names are letters, digits, '.', '_' and '-', up to 64, not starting with a dot, and not %q); rename or move it and wrap again", path, SecretFile)

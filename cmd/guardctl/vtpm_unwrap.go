@@ -348,9 +348,9 @@ func (a *app) printUnwrap(res unwrapBundleResult, plan *vtpm.Plan, enc *vtpm.Sta
 		}
 	}
 	switch {
-	case res.SecretOut == "" || secret == secretSame:
 	case res.SecretOut == "-":
 		a.note("guardctl: the state's %s %s standard output", enc.Secret, verb("went to", "would go to"))
+	case res.SecretOut == "" || secret == secretSame:
 	case secret == secretWrongMode:
 		a.note("guardctl: %s the mode of %s to 0600", verb("set", "set"), res.SecretOut)
 	default:
