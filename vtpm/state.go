@@ -357,14 +357,19 @@ func CheckPathNotInUse(path string) error {
 	if err != nil {
 		return err
 	}
+	// The process is named where it can be found (a qemu-storage-daemon
+	// holds qemu's image lock on a qcow2 image, a swtpm its .lock).
+	pid, name, err := openBy(open...)
+	if err != nil {
+		return err
+	}
+	if pid != 0 {
+		return fmt.Errorf("%w: process %d (%s) has it open", ErrInUse, pid, name)
+	}
 	if locked {
 		return ErrInUse
 	}
-	pid, name, err := openBy(open...)
-	if err != nil || pid == 0 {
-		return err
-	}
-	return fmt.Errorf("%w: process %d (%s) has it open", ErrInUse, pid, name)
+	return nil
 }
 
 // PassphraseKey returns the key passphrase derives that opens every blob of
