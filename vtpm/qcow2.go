@@ -50,7 +50,11 @@ func isQcow2File(path string) bool {
 }
 
 // qemuImg runs qemu-img; its own message is the error.
-func qemuImg(args ...string) ([]byte, error) {
+func qemuImg(args ...string) ([]byte, error) { return qemuImgWith(nil, args...) }
+
+// qemuImgWith runs qemu-img with scratch's file handed to it (as its fd 3),
+// when it has one.
+func qemuImgWith(scratch *rawScratch, args ...string) ([]byte, error) {
 	path, err := exec.LookPath("qemu-img")
 	if err != nil {
 		return nil, errors.New("reading or writing a qcow2 image needs qemu-img (Debian's qemu-utils), which is not installed here")
@@ -58,6 +62,9 @@ func qemuImg(args ...string) ([]byte, error) {
 	var stderr bytes.Buffer
 	cmd := exec.Command(path, args...)
 	cmd.Stderr = &stderr
+	if scratch != nil && scratch.inherit != nil {
+		cmd.ExtraFiles = []*os.File{scratch.inherit}
+	}
 	out, err := cmd.Output()
 	if err != nil {
 		msg := strings.Join(strings.Fields(stderr.String()), " ")
@@ -126,16 +133,15 @@ func privateDir(near string) (string, error) {
 // readQcow2Raw returns the virtual disk of the qcow2 image at path, through
 // its backing chain, as qemu-img reads it.
 func readQcow2Raw(path string, info *ImageInfo) ([]byte, error) {
-	tmp, err := privateDir("")
+	scratch, err := newRawScratch(info.VirtualSize, "")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	raw := filepath.Join(tmp, "state.raw")
-	if _, err := qemuImg("convert", "-U", "-f", "qcow2", "-O", "raw", path, raw); err != nil {
+	defer scratch.Close()
+	if _, err := qemuImgWith(scratch, "convert", "-n", "-U", "-f", "qcow2", "-O", "raw", path, scratch.Name()); err != nil {
 		return nil, err
 	}
-	data, err := ReadNoFollow(raw, MaxDeviceSize)
+	data, err := scratch.ReadAll(MaxDeviceSize)
 	if err != nil {
 		return nil, err
 	}
@@ -177,20 +183,20 @@ func readQcow2State(path, image, dev string) (*State, error) {
 }
 
 // writeQcow2Raw writes data (the image's whole virtual size) into the qcow2
-// image at image: the raw bytes go through a private directory beside
-// near, and qemu-img writes them into the existing image, which keeps its
-// format, size and backing file. What was written is read back and compared.
+// image at image: qemu-img reads the raw bytes from a scratch file (in
+// memory where the system has memfd, else in a private directory beside
+// near) and writes them into the existing image, which keeps its format,
+// size and backing file. What was written is read back and compared.
 func writeQcow2Raw(image, near string, data []byte) error {
-	tmp, err := privateDir(near)
+	scratch, err := newRawScratch(int64(len(data)), near)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	raw := filepath.Join(tmp, "state.raw")
-	if err := os.WriteFile(raw, data, 0o600); err != nil {
+	defer scratch.Close()
+	if err := scratch.Fill(data); err != nil {
 		return err
 	}
-	if _, err := qemuImg("convert", "-n", "-f", "raw", "-O", "qcow2", raw, image); err != nil {
+	if _, err := qemuImgWith(scratch, "convert", "-n", "-f", "raw", "-O", "qcow2", scratch.Name(), image); err != nil {
 		return err
 	}
 	if err := syncPath(image); err != nil {
