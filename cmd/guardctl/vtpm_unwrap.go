@@ -186,6 +186,14 @@ a process has it open.`,
 			if _, err := vtpm.OpenTarget(to, m.Layout, "the state in "+args[0]); err != nil {
 				return err
 			}
+			// An output that cannot be written is refused before the
+			// state is put in place, so that a failed unwrap leaves
+			// nothing it made.
+			if secretOut != "" && secretOut != "-" {
+				if err := checkOutputDir(secretOut); err != nil {
+					return err
+				}
+			}
 			if secretOut == "-" {
 				if err := a.stdoutFor(map[bool]string{true: "--key-out", false: "--passphrase-out"}[keyOut != ""]); err != nil {
 					return err
@@ -358,6 +366,22 @@ func (a *app) printUnwrap(res unwrapBundleResult, plan *vtpm.Plan, enc *vtpm.Sta
 	}
 	if res.SwtpmKey != "" && !dry {
 		a.note("guardctl: start swtpm with --key %s", res.SwtpmKey)
+	}
+}
+
+// checkOutputDir refuses path when what would be its directory is not one.
+func checkOutputDir(path string) error {
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				return usageError("%s cannot be written: %s is not a directory", path, d)
+			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || d == filepath.Dir(d) {
+			return err
+		}
 	}
 }
 
