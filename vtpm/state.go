@@ -150,7 +150,7 @@ func readDir(dir string) (*State, error) {
 	for _, n := range blobNames {
 		blobOf[dirFile(n)] = n
 	}
-	hasPermall := false
+	hasPermall, total := false, 0
 	for _, de := range des {
 		if de.Name() == PermallName {
 			hasPermall = true
@@ -176,9 +176,16 @@ func readDir(dir string) (*State, error) {
 		if err := carriable(path, name, de.Type()); err != nil {
 			return nil, err
 		}
+		if len(s.Modes) == maxBundleFiles-1 {
+			return nil, errorf(KindUnsupported, "%s holds more than %d files; a bundle carries at most that many: move what is not the VM's TPM state out of it", dir, maxBundleFiles-1)
+		}
 		data, err := ReadNoFollow(path, MaxBlobSize)
 		if err != nil {
 			return nil, err
+		}
+		// The bundle holds it all, and is read back whole, bounded.
+		if total += len(data); total > MaxBundleSize/2 {
+			return nil, errorf(KindInvalid, "%s holds more than %d bytes of files; a bundle carries at most that: move what is not the VM's TPM state out of it", dir, MaxBundleSize/2)
 		}
 		fi, err := os.Lstat(path)
 		if err != nil {
@@ -190,9 +197,6 @@ func readDir(dir string) (*State, error) {
 		} else {
 			s.Others[name] = data
 		}
-	}
-	if len(s.Others) > maxBundleFiles-len(s.Blobs)-1 {
-		return nil, errorf(KindUnsupported, "%s holds %d files besides swtpm's state; a bundle carries at most %d", dir, len(s.Others), maxBundleFiles-len(s.Blobs)-1)
 	}
 	if IsZero(s.Blobs["permall"]) {
 		return nil, errorf(KindNoState, "%s holds only zeros: it holds no TPM state yet (the VM has not been started with its TPM), or the state was lost", filepath.Join(dir, PermallName))
@@ -320,8 +324,18 @@ var ErrInUse = errors.New("a running swtpm is using the state")
 
 // CheckNotInUse fails with ErrInUse when a process holds a lock on the
 // state or has it open, as CheckPathNotInUse tells.
+// For a qcow2 image, qemu's image lock is asked too (a qemu-storage-daemon
+// holds it while it exports the image).
 func (s *State) CheckNotInUse() error {
-	return CheckPathNotInUse(s.Path)
+	if err := CheckPathNotInUse(s.Path); err != nil || s.Image == nil {
+		return err
+	}
+	image := s.Path
+	if s.Device != "" {
+		image = s.Device
+	}
+	_, err := Qcow2Info(image, false)
+	return err
 }
 
 // CheckPathNotInUse fails with ErrInUse when a process holds a lock on the
