@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/guardctl/guardctl/internal/atomicfile"
@@ -195,30 +196,24 @@ func Backups(st *State, backupDir string) []string {
 	}
 	var out []string
 	for _, path := range of {
-		probe := atomicfile.BackupName(path, time.Time{})
+		// The name a backup starts with: the file's, shortened as
+		// atomicfile.BackupName shortens it.
+		probe := filepath.Base(atomicfile.BackupName(path, time.Time{}))
 		prefix := probe[:len(probe)-len(backupSuffix.FindString(probe))]
-		matches, _ := filepath.Glob(globEscape(prefix) + ".*.bak")
-		for _, m := range matches {
-			if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() && backupSuffix.MatchString(m) && len(m)-len(backupSuffix.FindString(m)) == len(prefix) {
-				out = append(out, m)
+		des, err := os.ReadDir(filepath.Dir(path))
+		if err != nil {
+			continue
+		}
+		for _, de := range des {
+			n := de.Name()
+			suffix := backupSuffix.FindString(n)
+			if de.Type().IsRegular() && suffix != "" && strings.HasPrefix(n, prefix) && len(suffix) == len(n)-len(prefix) {
+				out = append(out, filepath.Join(filepath.Dir(path), n))
 			}
 		}
 	}
 	slices.Sort(out)
 	return out
-}
-
-// globEscape quotes the characters filepath.Match gives a meaning.
-func globEscape(s string) string {
-	var b []byte
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '*', '?', '[', '\\':
-			b = append(b, '\\')
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
 }
 
 // RemoveFiles removes paths (the backups Backups listed).
