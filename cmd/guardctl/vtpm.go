@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/guardctl/guardctl/vtpm"
@@ -187,6 +189,8 @@ type checkResultView struct {
 	KeyBits    int      `json:"keyBits,omitempty"`
 	KeyChecked bool     `json:"keyChecked"`
 	KDF        string   `json:"kdf,omitempty"` // the passphrase's key derivation that opens it
+	// Image is the qcow2 image the linear state is kept in, if it is.
+	Image *vtpm.ImageInfo `json:"image,omitempty"`
 }
 
 func newVTPMCheckCmd(a *app) *cobra.Command {
@@ -208,7 +212,7 @@ key was given), 5 when it does not.`,
 			if err != nil {
 				return err
 			}
-			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits}
+			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits, Image: st.Image}
 			if k.given() {
 				// A passphrase derives a key of the state's size (AES-128
 				// or AES-256), as swtpm's mode= says and wrap does.
@@ -230,6 +234,16 @@ key was given), 5 when it does not.`,
 				enc = fmt.Sprintf("encrypted, AES-%d-CBC", info.KeyBits)
 			}
 			pairs := [][2]string{{"State", st.Path}, {"Layout", fmt.Sprintf("%s (%s), swtpm blob version %d", st.Layout, strings.Join(st.Names(), ", "), info.Version)}, {"Encryption", enc}}
+			if img := st.Image; img != nil {
+				v := fmt.Sprintf("%s, virtual size %d bytes", img.Format, img.VirtualSize)
+				if img.BackingFile != "" {
+					v += ", backing file " + img.BackingFile
+				}
+				pairs = append(pairs, [2]string{"Image", v})
+			}
+			if len(st.Others) > 0 {
+				pairs = append(pairs, [2]string{"Other files", strings.Join(slices.Sorted(maps.Keys(st.Others)), ", ")})
+			}
 			if st.HasVolatile() {
 				pairs = append(pairs, [2]string{"Volatile state", "present: swtpm resumes from it at its next start"})
 			}
