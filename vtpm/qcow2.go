@@ -97,12 +97,22 @@ func Qcow2Info(path string, share bool) (*ImageInfo, error) {
 		VirtualSize   int64  `json:"virtual-size"`
 		Backing       string `json:"backing-filename"`
 		BackingFormat string `json:"backing-filename-format"`
+		Specific      struct {
+			Data struct {
+				DataFile string `json:"data-file"`
+			} `json:"data"`
+		} `json:"format-specific"`
 	}
 	if err := json.Unmarshal(out, &raw); err != nil {
 		return nil, fmt.Errorf("qemu-img info %s: %v", path, err)
 	}
 	if raw.Format != "qcow2" {
 		return nil, errorf(KindInvalid, "%s is a %s image, not qcow2", path, raw.Format)
+	}
+	if raw.Specific.Data.DataFile != "" {
+		// Its data lives in another file, which a write would change in
+		// place whatever happens to the image: not written atomically.
+		return nil, errorf(KindUnsupported, "%s keeps its data in the external file %s; guardctl handles qcow2 images that hold their own data", path, raw.Specific.Data.DataFile)
 	}
 	if raw.VirtualSize > MaxDeviceSize {
 		return nil, errorf(KindInvalid, "%s is a qcow2 image of %d bytes, larger than a TPM state volume may be (%d): is it the right image?", path, raw.VirtualSize, MaxDeviceSize)

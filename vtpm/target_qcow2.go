@@ -185,6 +185,11 @@ func (t *qcow2Target) put(image []byte, backup, keep bool, backupDir string, own
 	if err != nil {
 		return "", err
 	}
+	// A qemu-storage-daemon started meanwhile would go on writing the
+	// image the rename replaces.
+	if err := t.CheckNotInUse(); err != nil {
+		return done(b, err)
+	}
 	if err := os.Rename(cp, t.path); err != nil {
 		return done(b, err)
 	}
