@@ -24,10 +24,14 @@ build:
 # swtpm and tpm2-tools read vTPM state back; wine64 runs the Windows build
 # (mingw-w64 builds its ProcessPrng shim); ansible-core runs the collection;
 # man-db reads the installed man pages; jq reads -o json in docs/migrate.md's
-# CI pipeline, which TestMigrationGuide runs.
+# CI pipeline, which TestMigrationGuide runs; qemu-utils (qemu-img),
+# qemu-system-common (qemu-storage-daemon) and fuse3 read, write and serve
+# qcow2 TPM volumes as Proxmox VE 9 keeps them.
 DEB_PACKAGES := openssl libxml2-utils swtpm swtpm-tools tpm2-tools iproute2 gnutls-bin \
-	default-jre-headless ansible-core wine wine64 gcc-mingw-w64-x86-64-win32 man-db jq
-TOOLS := openssl xmllint swtpm tpm2_nvread certtool keytool ansible-playbook wine x86_64-w64-mingw32-gcc jq
+	default-jre-headless ansible-core wine wine64 gcc-mingw-w64-x86-64-win32 man-db jq \
+	qemu-utils qemu-system-common fuse3
+TOOLS := openssl xmllint swtpm tpm2_nvread certtool keytool ansible-playbook wine x86_64-w64-mingw32-gcc jq \
+	qemu-img qemu-storage-daemon fusermount3
 deps:
 	@echo "== [$(T)] deps: checking for $(TOOLS)"
 	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \

@@ -48,7 +48,7 @@ const (
 // Limits on a bundle read from outside.
 const (
 	MaxBundleSize   = 64 << 20
-	maxBundleFiles  = 8
+	maxBundleFiles  = 64
 	maxManifestSize = 64 << 10
 )
 

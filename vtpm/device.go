@@ -143,7 +143,8 @@ type DeviceOptions struct {
 
 // ErrDeviceHoldsData is returned for a device that holds something other
 // than zeros, without DeviceOptions.Force.
-var ErrDeviceHoldsData = errors.New("it holds data (a state or something else), not the zeros of a fresh volume")
+// It is a kind of atomicfile.ErrExists.
+var ErrDeviceHoldsData error = holdsDataError{}
 
 // writeDevice is WriteDevice once the device is open for writing.
 func writeDevice(f *os.File, dev string, image []byte, opt DeviceOptions) (backup string, err error) {
@@ -164,7 +165,7 @@ func writeDevice(f *os.File, dev string, image []byte, opt DeviceOptions) (backu
 	}
 	if !IsZero(old) {
 		if !opt.Force {
-			return "", fmt.Errorf("%s: %w", dev, errors.Join(ErrDeviceHoldsData, atomicfile.ErrExists))
+			return "", fmt.Errorf("%s: %w", dev, ErrDeviceHoldsData)
 		}
 		dir := opt.BackupDir
 		if dir == "" {

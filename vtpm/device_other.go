@@ -18,4 +18,9 @@ func CheckDeviceNotInUse(string) error { return nil }
 
 func dropCache(*os.File) {}
 
+// openDeviceNotInUse: writing a block device is supported on Linux only.
+func openDeviceNotInUse(dev string) (*os.File, error) {
+	return nil, errors.New(dev + ": writing a state to a block device is supported on Linux only")
+}
+
 var _ = writeDevice

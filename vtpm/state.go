@@ -9,6 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+
+	"github.com/guardctl/guardctl/internal/atomicfile"
 )
 
 // Layout is how a state is kept on disk.
@@ -37,6 +40,16 @@ type State struct {
 	// Device is the block device a linear state is on (Path, or the
 	// device Path links to), written in place with WriteDevice.
 	Device string
+	// Image describes the qcow2 image a linear state is kept in (Proxmox
+	// VE 9's tpmstate0), nil for a raw file or device.
+	Image *ImageInfo
+	// Others are a state directory's files that are not swtpm's blobs
+	// (libvirt's ek-rsa2048.crt and ek-secp384r1.crt, and whatever else
+	// was put there), by file name; they travel with the state untouched.
+	Others map[string][]byte
+	// Modes are the permission bits of a state directory's files, or of
+	// the state file itself (""), as they were read.
+	Modes map[string]fs.FileMode
 }
 
 // dirFile is the file the directory backend keeps a TPM 2.0 blob in.
@@ -60,6 +73,9 @@ func ReadState(path string) (*State, error) {
 	if isBlockDevice(fi) {
 		return readDeviceState(path)
 	}
+	if isQcow2File(path) {
+		return readQcow2State(path, path, "")
+	}
 	if fi.Size() > MaxBlobSize {
 		return nil, errorf(KindInvalid, "%s is %d bytes, more than a vTPM state may be (%d)", path, fi.Size(), MaxBlobSize)
 	}
@@ -75,7 +91,7 @@ func ReadState(path string) (*State, error) {
 		if len(blobs) == 0 || len(blobs["permall"]) == 0 {
 			return nil, errorf(KindNoState, "the linear state file %s holds no TPM state yet: the TPM was never set up (swtpm_setup), or the state was lost", path)
 		}
-		return &State{Path: path, Layout: LayoutLinear, Blobs: blobs, Size: len(data)}, nil
+		return &State{Path: path, Layout: LayoutLinear, Blobs: blobs, Size: len(data), Modes: map[string]fs.FileMode{"": fi.Mode().Perm()}}, nil
 	}
 	if len(data) == 0 {
 		return nil, errorf(KindNoState, "%s is empty: there is no TPM state to carry", path)
@@ -83,7 +99,7 @@ func ReadState(path string) (*State, error) {
 	if IsZero(data) {
 		return nil, errorf(KindNoState, "%s holds only zeros: it is a fresh volume that holds no TPM state yet (the VM has not been started with its TPM), or the state is elsewhere", path)
 	}
-	return &State{Path: path, Layout: LayoutBlob, Blobs: map[string][]byte{"permall": data}}, nil
+	return &State{Path: path, Layout: LayoutBlob, Blobs: map[string][]byte{"permall": data}, Modes: map[string]fs.FileMode{"": fi.Mode().Perm()}}, nil
 }
 
 // readDeviceState reads a linear state from a block device, or from the
@@ -99,6 +115,9 @@ func readDeviceState(path string) (*State, error) {
 	data, err := readDevicePath(dev, path)
 	if err != nil {
 		return nil, err
+	}
+	if hasQcow2Magic(data) {
+		return readQcow2State(path, dev, dev)
 	}
 	if IsZero(data) {
 		return nil, errorf(KindNoState, "the block device %s holds only zeros: it is a fresh volume that holds no TPM state yet (the VM has not been started with its TPM), or the state is elsewhere", path)
@@ -116,28 +135,103 @@ func readDeviceState(path string) (*State, error) {
 	return &State{Path: path, Layout: LayoutLinear, Blobs: blobs, Size: len(data), Device: dev}, nil
 }
 
+// readDir reads a state directory whole: swtpm's blobs and every other
+// regular file in it (libvirt's EK certificates, what administrators put
+// there), each with its mode. What cannot be carried faithfully (a
+// subdirectory, a link, a FIFO, a socket, a device, a name a bundle cannot
+// hold) is refused by name, never skipped; swtpm's .lock stays out.
 func readDir(dir string) (*State, error) {
-	s := &State{Path: dir, Layout: LayoutDir, Blobs: map[string][]byte{}}
-	for _, name := range []string{"permall", "volatilestate", "savestate"} {
-		data, err := ReadNoFollow(filepath.Join(dir, dirFile(name)), MaxBlobSize)
-		if errors.Is(err, fs.ErrNotExist) {
+	s := &State{Path: dir, Layout: LayoutDir, Blobs: map[string][]byte{}, Others: map[string][]byte{}, Modes: map[string]fs.FileMode{}}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	blobOf := map[string]string{}
+	for _, n := range blobNames {
+		blobOf[dirFile(n)] = n
+	}
+	hasPermall, total := false, 0
+	for _, de := range des {
+		if de.Name() == PermallName {
+			hasPermall = true
+		}
+	}
+	if !hasPermall {
+		if fi, err := os.Stat(filepath.Join(dir, "tpm-00.permall")); err == nil && fi.Mode().IsRegular() {
+			return nil, errorf(KindUnsupported, "%s holds TPM 1.2 state (tpm-00.permall); guardctl carries TPM 2.0 state only", dir)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "tpm2")); err == nil && fi.IsDir() {
+			return nil, errorf(KindNoState, "%s holds no %s but a tpm2/ directory: it is the VM's swtpm directory, and its TPM 2.0 state is in %s", dir, PermallName, filepath.Join(dir, "tpm2"))
+		}
+		return nil, errorf(KindNoState, "%s holds no %s: the TPM was never set up, or its state is not here (libvirt would make a new TPM and the guest would lose its sealed secrets)", dir, PermallName)
+	}
+	for _, de := range des {
+		name := de.Name()
+		if name == ".lock" || strings.HasPrefix(name, atomicfile.TempPrefix) {
+			// swtpm's lock, made again by the swtpm that runs on the
+			// state; what a stopped guardctl left was never state.
 			continue
 		}
+		path := filepath.Join(dir, name)
+		if err := carriable(path, name, de.Type()); err != nil {
+			return nil, err
+		}
+		if len(s.Modes) == maxBundleFiles-1 {
+			return nil, errorf(KindUnsupported, "%s holds more than %d files; a bundle carries at most that many: move what is not the VM's TPM state out of it", dir, maxBundleFiles-1)
+		}
+		data, err := ReadNoFollow(path, MaxBlobSize)
 		if err != nil {
 			return nil, err
 		}
-		s.Blobs[name] = data
-	}
-	if p := s.Blobs["permall"]; len(p) > 0 {
-		if IsZero(p) {
-			return nil, errorf(KindNoState, "%s holds only zeros: it holds no TPM state yet (the VM has not been started with its TPM), or the state was lost", filepath.Join(dir, PermallName))
+		// The bundle holds it all, and is read back whole, bounded.
+		if total += len(data); total > MaxBundleSize/2 {
+			return nil, errorf(KindInvalid, "%s holds more than %d bytes of files; a bundle carries at most that: move what is not the VM's TPM state out of it", dir, MaxBundleSize/2)
 		}
-		return s, nil
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return nil, err
+		}
+		s.Modes[name] = fi.Mode().Perm()
+		if b, ok := blobOf[name]; ok {
+			s.Blobs[b] = data
+		} else {
+			s.Others[name] = data
+		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "tpm-00.permall")); err == nil {
-		return nil, errorf(KindUnsupported, "%s holds TPM 1.2 state (tpm-00.permall); guardctl carries TPM 2.0 state only", dir)
+	if IsZero(s.Blobs["permall"]) {
+		return nil, errorf(KindNoState, "%s holds only zeros: it holds no TPM state yet (the VM has not been started with its TPM), or the state was lost", filepath.Join(dir, PermallName))
 	}
-	return nil, errorf(KindNoState, "%s holds no %s: the TPM was never set up, or its state is not here (libvirt would make a new TPM and the guest would lose its sealed secrets)", dir, PermallName)
+	return s, nil
+}
+
+// blobNames are swtpm's TPM 2.0 state blobs, in the order it keeps them.
+var blobNames = []string{"permall", "volatilestate", "savestate"}
+
+// carriable refuses, by name, an entry of a state directory a bundle cannot
+// carry faithfully.
+func carriable(path, name string, t fs.FileMode) error {
+	what := ""
+	switch {
+	case t&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s is a symbolic link; guardctl does not follow links inside a state, and a state directory is carried whole: replace the link by the file itself, or move it out, and wrap again", path)
+	case t.IsDir():
+		what = "a subdirectory"
+	case t&fs.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case t&fs.ModeSocket != 0:
+		what = "a socket"
+	case t&fs.ModeDevice != 0:
+		what = "a device"
+	case !t.IsRegular():
+		what = "not a regular file"
+	}
+	if what != "" {
+		return fmt.Errorf("%s is %s; a state directory is carried whole, and this cannot be carried faithfully: move it out of the directory (or replace it by the file itself) and wrap again", path, what)
+	}
+	if name == SecretFile || !payloadName.MatchString(name) {
+		return errorf(KindUnsupported, "%s: a bundle cannot carry a file of this name (names are letters, digits, '.', '_' and '-', up to 64, not starting with a dot, and not %q); rename or move it and wrap again", path, SecretFile)
+	}
+	return nil
 }
 
 // ReadNoFollow reads the file at path, which must be a regular file and not
@@ -192,11 +286,14 @@ func (s *State) Names() []string {
 
 // Files returns what is written to disk for blobs in this state's layout:
 // file name (relative to Path for a directory; "" for the file itself) to
-// bytes.
+// bytes. A directory's other files come along as they are.
 func (s *State) Files(blobs map[string][]byte) map[string][]byte {
 	switch s.Layout {
 	case LayoutDir:
 		out := map[string][]byte{}
+		for n, b := range s.Others {
+			out[n] = b
+		}
 		for n, b := range blobs {
 			out[dirFile(n)] = b
 		}
@@ -227,8 +324,18 @@ var ErrInUse = errors.New("a running swtpm is using the state")
 
 // CheckNotInUse fails with ErrInUse when a process holds a lock on the
 // state or has it open, as CheckPathNotInUse tells.
+// For a qcow2 image, qemu's image lock is asked too (a qemu-storage-daemon
+// holds it while it exports the image).
 func (s *State) CheckNotInUse() error {
-	return CheckPathNotInUse(s.Path)
+	if err := CheckPathNotInUse(s.Path); err != nil || s.Image == nil {
+		return err
+	}
+	image := s.Path
+	if s.Device != "" {
+		image = s.Device
+	}
+	_, err := Qcow2Info(image, false)
+	return err
 }
 
 // CheckPathNotInUse fails with ErrInUse when a process holds a lock on the
@@ -264,14 +371,19 @@ func CheckPathNotInUse(path string) error {
 	if err != nil {
 		return err
 	}
+	// The process is named where it can be found (a qemu-storage-daemon
+	// holds qemu's image lock on a qcow2 image, a swtpm its .lock).
+	pid, name, err := openBy(open...)
+	if err != nil {
+		return err
+	}
+	if pid != 0 {
+		return fmt.Errorf("%w: process %d (%s) has it open", ErrInUse, pid, name)
+	}
 	if locked {
 		return ErrInUse
 	}
-	pid, name, err := openBy(open...)
-	if err != nil || pid == 0 {
-		return err
-	}
-	return fmt.Errorf("%w: process %d (%s) has it open", ErrInUse, pid, name)
+	return nil
 }
 
 // PassphraseKey returns the key passphrase derives that opens every blob of

@@ -94,6 +94,9 @@ func classify(err error) (int, string) {
 		}
 		return exitVerification, ""
 	}
+	if te := (*vtpm.TargetError)(nil); errors.As(err, &te) {
+		return exitUsage, te.Hint
+	}
 	var ve *vtpm.Error
 	if errors.As(err, &ve) {
 		if ve.Kind == vtpm.KindNoState {
@@ -124,6 +127,8 @@ func classify(err error) (int, string) {
 		return exitExists, "pass --force to replace it; the guardian it replaces goes to the trash"
 	case errors.Is(err, atomicfile.ErrNoDirectory):
 		return exitFailure, "create the directory first (guardctl does not make it, so that a mistyped path is not written to), or name another"
+	case errors.Is(err, vtpm.ErrDeviceHoldsData):
+		return exitExists, "pass --force to replace it; what it holds is kept in --backup-dir first (0600)"
 	case errors.Is(err, atomicfile.ErrExists):
 		return exitExists, "pass --force to overwrite it; the old file is kept as a .bak backup"
 	case errors.Is(err, certstore.ErrUntrusted):

@@ -544,14 +544,6 @@ func preparePVE(kind string) func(t *testing.T, g *guideRun) {
 			vol = "local-lvm:vm-100-disk-0"
 			path = filepath.Join(g.old.root, "dev/pve/vm-100-disk-0")
 		case "qcow2":
-			help, err := exec.Command(g.bin, "vtpm", "wrap", "--help").CombinedOutput()
-			if err != nil {
-				t.Fatalf("guardctl vtpm wrap --help: %v\n%s", err, help)
-			}
-			// TODO(issue 19): remove this gate once qcow2 support is merged.
-			if !strings.Contains(string(help), "qcow2") {
-				t.Skip("guardctl vtpm wrap --help does not mention qcow2: qcow2 state (issue 19) is not in this build")
-			}
 			guideNeeds(t, "qemu-img", "qemu-storage-daemon", "fusermount3")
 			requireRoot(t, "qemu-storage-daemon", "serving a qcow2 tpmstate0 to swtpm through FUSE")
 			vol = "local:100/vm-100-disk-0.qcow2"

@@ -4,9 +4,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -381,6 +383,59 @@ func killCases() []killCase {
 			},
 		},
 		{
+			name: "vtpm unwrap --force into a qcow2 image",
+			setup: func(t *testing.T, store, dir string) func(int) []string {
+				requireQemu(t)
+				mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
+				// two states, unwrapped in turn, so that every run writes
+				for k, text := range qcow2KillStates {
+					blob, err := vtpm.Encrypt([]byte(text), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					raw := filepath.Join(dir, fmt.Sprintf("lin%d.raw", k))
+					os.WriteFile(raw, linearImage(blob, 64<<10), 0o600)
+					img := filepath.Join(dir, fmt.Sprintf("src%d.qcow2", k))
+					runTool(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img)
+					mustGuardctl(t, store, "vtpm", "wrap", img, "--owner", "owner", "--out", filepath.Join(dir, fmt.Sprintf("vm%d.vtpm", k)))
+				}
+				runTool(t, "qemu-img", "create", "-f", "qcow2", filepath.Join(dir, "dst.qcow2"), "64K")
+				return func(i int) []string {
+					return []string{"vtpm", "unwrap", filepath.Join(dir, fmt.Sprintf("vm%d.vtpm", (i+4)%2)), "--to", filepath.Join(dir, "dst.qcow2"), "--force", "--backup-dir", filepath.Join(dir, "bak")}
+				}
+			},
+			after: func(t *testing.T, store, dir string, i int) {
+				// the image holds one state or the other, whole, and is
+				// still the qcow2 image of 64 KiB it was
+				st, err := vtpm.ReadState(filepath.Join(dir, "dst.qcow2"))
+				if err != nil {
+					t.Fatalf("run %d left the qcow2 image without a whole state: %v", i, err)
+				}
+				if st.Image == nil || st.Image.VirtualSize != 64<<10 || st.Image.BackingFile != "" {
+					t.Fatalf("run %d changed the image: %+v", i, st.Image)
+				}
+				got, err := vtpm.Decrypt(st.Blobs["permall"], nil)
+				if err != nil || (string(got) != qcow2KillStates[0] && string(got) != qcow2KillStates[1]) {
+					t.Fatalf("run %d left a state that is neither: %q %v", i, got, err)
+				}
+			},
+			end: func(t *testing.T, store, dir string, finished map[int]bool) {
+				// the next complete run clears what killed runs left beside
+				// the image, and every backup kept is a whole qcow2 image
+				mustGuardctl(t, store, "vtpm", "unwrap", filepath.Join(dir, "vm0.vtpm"), "--to", filepath.Join(dir, "dst.qcow2"), "--force", "--backup-dir", filepath.Join(dir, "bak"))
+				mustGuardctl(t, store, "vtpm", "unwrap", filepath.Join(dir, "vm1.vtpm"), "--to", filepath.Join(dir, "dst.qcow2"), "--force", "--backup-dir", filepath.Join(dir, "bak"))
+				if left, _ := filepath.Glob(filepath.Join(dir, ".guardctl-tmp-*")); len(left) > 0 {
+					t.Errorf("temporary files left beside the image: %v", left)
+				}
+				baks, _ := filepath.Glob(filepath.Join(dir, "bak", "*.bak"))
+				for _, b := range baks {
+					if _, err := vtpm.ReadState(b); err != nil {
+						t.Errorf("backup %s is not a whole qcow2 image holding a state: %v", b, err)
+					}
+				}
+			},
+		},
+		{
 			name: "vtpm grant and revoke --rotate",
 			setup: func(t *testing.T, store, dir string) func(int) []string {
 				mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
@@ -462,6 +517,50 @@ func killCases() []killCase {
 			},
 		},
 	}
+}
+
+// qcow2KillStates are the two states the qcow2 kill case unwraps in turn.
+var qcow2KillStates = [2]string{"the first small TPM state in a qcow2 image", "the second small TPM state in a qcow2 image"}
+
+// requireQemu skips t without qemu-img and the rest of the [qemu]
+// condition, and fails it under CI, which has them.
+func requireQemu(t *testing.T) {
+	t.Helper()
+	ok, err := qemuCondition()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		t.Skip("qcow2 TPM volumes: not running as root, or qemu-img, qemu-storage-daemon or fusermount3 is missing")
+	}
+}
+
+// runTool runs a tool the test needs, failing t on an error.
+func runTool(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// linearImage lays blob out as swtpm's linear file backend does (the
+// header of docs/vtpm.md: magic, version, header size, 15 slots; blob in
+// slot 0, its section rounded up to a power of two), padded to size.
+func linearImage(blob []byte, size int) []byte {
+	const hdr = 8 + 1 + 1 + 2 + 15*12
+	out := make([]byte, hdr, size)
+	binary.LittleEndian.PutUint64(out, 0x737774706d6c696e)
+	out[8] = 1
+	binary.LittleEndian.PutUint16(out[10:], hdr)
+	section := 1
+	for section < len(blob) {
+		section <<= 1
+	}
+	binary.LittleEndian.PutUint32(out[12:], hdr)
+	binary.LittleEndian.PutUint32(out[16:], uint32(len(blob)))
+	binary.LittleEndian.PutUint32(out[20:], uint32(section))
+	out = append(out, blob...)
+	return append(out, make([]byte, size-len(out))...)
 }
 
 // keyOpening returns which of dir/a.key (0) and dir/b.key (1) opens the

@@ -87,6 +87,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("SCHEMA", schema)
 			env.Setenv("TPMSH", tpmsh)
 			env.Setenv("STANDIN", filepath.Join(filepath.Dir(tpmsh), "standin.sh"))
+			env.Setenv("QSDSH", filepath.Join(filepath.Dir(tpmsh), "qsd.sh"))
 			env.Setenv("EXAMPLES", examples)
 			env.Setenv(fakeWindowsEnv, filepath.Join(env.WorkDir, "windows.json"))
 			return nil
@@ -97,6 +98,9 @@ func TestScripts(t *testing.T) {
 			}
 			if cond == "nobody" {
 				return nobodyCondition()
+			}
+			if cond == "qemu" {
+				return qemuCondition()
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -387,6 +391,19 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 // loopCondition is the [loop] condition: root and losetup are here.
 func loopCondition() (bool, error) {
 	return rootToolCondition("losetup", "loop devices")
+}
+
+// qemuCondition is the [qemu] condition: root, qemu-img (qemu-utils),
+// qemu-storage-daemon (qemu-system-common) and fusermount3 (fuse3) are
+// here, to read and write qcow2 images and serve them to swtpm through a
+// FUSE export as Proxmox VE 9 does. Under CI their absence is an error.
+func qemuCondition() (bool, error) {
+	for _, tool := range []string{"qemu-img", "qemu-storage-daemon", "fusermount3"} {
+		if ok, err := rootToolCondition(tool, "qcow2 TPM volumes"); !ok || err != nil {
+			return ok, err
+		}
+	}
+	return true, nil
 }
 
 // rootToolCondition is a condition that holds when this runs as root and

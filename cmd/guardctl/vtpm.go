@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
-	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
-	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/vtpm"
 	"github.com/spf13/cobra"
 )
@@ -24,9 +23,11 @@ another host so that the VM starts there with the same TPM: 'wrap' seals a state
 into a bundle only the named guardians open, 'unwrap' puts it in place on a host
 holding one of them. 'check' and 'rekey' work on a state where it is.
 
-A state is a directory (as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2) or a
-linear state file or block device (as Proxmox keeps a tpmstate volume; a symbolic
-link to a block device, as 'pvesm path' gives, is followed), plain or encrypted with a
+A state is a directory (as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2, carried
+with every file in it), a linear state file or block device (as Proxmox keeps a
+tpmstate volume; a symbolic link to a block device, as 'pvesm path' gives, is
+followed), or a qcow2 image holding a linear state (Proxmox VE 9's tpmstate0,
+read and written with qemu-img), plain or encrypted with a
 key (swtpm --key file=…) or a passphrase (--key pwdfile=…, libvirt's vTPM
 secret). docs/vtpm.md describes the bundle and what is refused.`,
 	}
@@ -188,6 +189,8 @@ type checkResultView struct {
 	KeyBits    int      `json:"keyBits,omitempty"`
 	KeyChecked bool     `json:"keyChecked"`
 	KDF        string   `json:"kdf,omitempty"` // the passphrase's key derivation that opens it
+	// Image is the qcow2 image the linear state is kept in, if it is.
+	Image *vtpm.ImageInfo `json:"image,omitempty"`
 }
 
 func newVTPMCheckCmd(a *app) *cobra.Command {
@@ -209,7 +212,7 @@ key was given), 5 when it does not.`,
 			if err != nil {
 				return err
 			}
-			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits}
+			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits, Image: st.Image}
 			if k.given() {
 				// A passphrase derives a key of the state's size (AES-128
 				// or AES-256), as swtpm's mode= says and wrap does.
@@ -231,6 +234,16 @@ key was given), 5 when it does not.`,
 				enc = fmt.Sprintf("encrypted, AES-%d-CBC", info.KeyBits)
 			}
 			pairs := [][2]string{{"State", st.Path}, {"Layout", fmt.Sprintf("%s (%s), swtpm blob version %d", st.Layout, strings.Join(st.Names(), ", "), info.Version)}, {"Encryption", enc}}
+			if img := st.Image; img != nil {
+				v := fmt.Sprintf("%s, virtual size %d bytes", img.Format, img.VirtualSize)
+				if img.BackingFile != "" {
+					v += ", backing file " + img.BackingFile
+				}
+				pairs = append(pairs, [2]string{"Image", v})
+			}
+			if len(st.Others) > 0 {
+				pairs = append(pairs, [2]string{"Other files", strings.Join(slices.Sorted(maps.Keys(st.Others)), ", ")})
+			}
 			if st.HasVolatile() {
 				pairs = append(pairs, [2]string{"Volatile state", "present: swtpm resumes from it at its next start"})
 			}
@@ -259,6 +272,10 @@ type rekeyResult struct {
 	// BackupsOpenWith says what still opens the backups kept by
 	// --keep-backup: the previous key or passphrase, or nothing (plaintext).
 	BackupsOpenWith string `json:"backupsOpenWith,omitempty"`
+	// RemovedBackups are the backups earlier runs kept of this state,
+	// which open without the new key: removed (or, with --dry-run, that
+	// would be) unless --keep-backup.
+	RemovedBackups []string `json:"removedBackups"`
 	outcome
 }
 
@@ -275,7 +292,12 @@ passphrase (none for plain state), encrypt it under the new one (or not, with
 plaintext copy is written to disk. The file keeps its mode and owner. No copy
 of the previous file is kept (it would still open with the old key, or be the
 plaintext) unless --keep-backup; with --to-plain the previous file is kept as a
-.bak (0600). Refused while a swtpm is using the state.
+.bak (0600). Under a new key or passphrase, the backups earlier runs kept of
+this state (PATH.TIME-XXXXXX.bak, or in --backup-dir for a block device or
+qcow2 image), which open without the new key, are removed unless --keep-backup;
+the summary, -o json and --dry-run name them. Refused while a swtpm (or, for a
+qcow2 image, a qemu-storage-daemon) is using the state. A qcow2 image is
+rewritten through qemu-img and keeps its format, size and backing file.
 
 Start swtpm afterwards with the new key: --key file=F[,mode=aes-256-cbc], or
 --key pwdfile=F,mode=…,kdf=… (for libvirt, set the new value of the vTPM secret;
@@ -308,7 +330,7 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			// --to-plain) is left as it is.
 			if alreadyUnder(st, info, newKey) {
 				a.setChanged(false)
-				res := rekeyResult{Path: st.Path, Encrypted: info.Encrypted, KeyBits: info.KeyBits, KDF: string(newKDF), Backups: []string{}, outcome: a.outcome}
+				res := rekeyResult{Path: st.Path, Encrypted: info.Encrypted, KeyBits: info.KeyBits, KDF: string(newKDF), Backups: []string{}, RemovedBackups: []string{}, outcome: a.outcome}
 				if a.output == "json" {
 					return writeJSON(a.stdout, res)
 				}
@@ -340,19 +362,31 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			}
 			// A copy of the old files would still open with the old key
 			// (or be the plaintext): kept only when asked, or when the
-			// new state is plaintext anyway.
+			// new state is plaintext anyway. For the same reason the
+			// backups earlier runs kept of this state go when it gets a
+			// new key, unless --keep-backup.
 			keep := toPlain || keepBackup
+			var earlier []string
+			if newKey != nil && !keepBackup {
+				earlier = vtpm.Backups(st, backupDir)
+			}
 			a.setChanged(true)
 			backup := []string{}
 			if !a.dryRun {
-				if backup, err = writeStateFiles(st, blobs, keep, backupDir); err != nil {
+				if backup, err = vtpm.Rewrite(st, st.Files(blobs), keep, backupDir); err != nil {
 					return err
 				}
 				if !keep {
 					backup = []string{}
 				}
+				if err := vtpm.RemoveFiles(earlier); err != nil {
+					return fmt.Errorf("%s was re-encrypted, but an earlier backup that opens without the new key could not be removed: %w", st.Path, err)
+				}
 			}
-			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, KDF: string(newKDF), Backups: backup, outcome: a.outcome}
+			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, KDF: string(newKDF), Backups: backup, RemovedBackups: earlier, outcome: a.outcome}
+			if res.RemovedBackups == nil {
+				res.RemovedBackups = []string{}
+			}
 			switch {
 			case len(backup) == 0:
 			case info.Encrypted:
@@ -362,6 +396,9 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
+			}
+			for _, b := range earlier {
+				a.note("guardctl: %s the earlier backup %s, which opens without the new key (--keep-backup keeps it)", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], b)
 			}
 			if a.dryRun {
 				a.note("guardctl: would re-encrypt %s", st.Path)
@@ -391,53 +428,11 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 	next.register(cmd, "new-", "the new")
 	cmd.Flags().BoolVar(&toPlain, "to-plain", false, "write the state unencrypted")
 	cmd.Flags().BoolVar(&keepBackup, "keep-backup", false, "keep the previous files as .bak (0600), which still open with the old key (or are plaintext)")
-	cmd.Flags().StringVar(&backupDir, "backup-dir", ".", "for a state on a block device: where its old contents are kept (0600) while it is rewritten in place")
+	cmd.Flags().StringVar(&backupDir, "backup-dir", ".", "for a state on a block device or in a qcow2 image: where its old contents are kept (0600) while it is rewritten")
 	a.addDryRun(cmd)
 	// aes-cbc is swtpm's own name for AES-128-CBC.
 	choiceVar(cmd, &cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)", "aes-128-cbc", "aes-256-cbc", "aes-cbc")
 	return cmd
-}
-
-// writeStateFiles writes blobs in the state's layout, each file atomically
-// with the old file's mode and owner, and with keep a backup (0600) of it.
-func writeStateFiles(st *vtpm.State, blobs map[string][]byte, keep bool, backupDir string) ([]string, error) {
-	files := st.Files(blobs)
-	if st.Device != "" {
-		// In place; the old contents are kept until the new ones read
-		// back, and after that only when asked.
-		backup, err := vtpm.WriteDevice(st.Device, files[""], vtpm.DeviceOptions{Force: true, BackupDir: backupDir, BackupName: filepath.Base(st.Path), KeepBackup: keep})
-		if backup == "" {
-			return nil, err
-		}
-		return []string{backup}, err
-	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var backups []string
-	for _, n := range names {
-		path := st.Path
-		if n != "" {
-			path = filepath.Join(st.Path, n)
-		}
-		fi, err := os.Stat(path)
-		if err != nil {
-			return backups, err
-		}
-		backup, err := atomicfile.WriteFile(path, files[n], fi.Mode().Perm(), atomicfile.Options{Overwrite: true, Backup: keep})
-		if err != nil {
-			return backups, err
-		}
-		if backup != "" {
-			backups = append(backups, backup)
-		}
-		if err := vtpm.KeepOwner(path, fi); err != nil {
-			return backups, fmt.Errorf("%s was rewritten but its owner could not be kept: %w", path, err)
-		}
-	}
-	return backups, nil
 }
 
 // alreadyUnder reports whether every blob of st is already encrypted under

@@ -1,20 +1,15 @@
 package main
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/vtpm"
@@ -23,57 +18,62 @@ import (
 
 // unwrapBundleResult is the JSON output of vtpm unwrap.
 type unwrapBundleResult struct {
-	File       string   `json:"file"`
-	To         string   `json:"to"`
-	Device     string   `json:"device,omitempty"` // the block device written in place, when --to is one or links to one
-	Layout     string   `json:"layout"`
-	Files      []string `json:"files"`
-	SecretOut  string   `json:"secretOut,omitempty"`
-	SwtpmKey   string   `json:"swtpmKey,omitempty"` // swtpm's --key value for the state, with the secret in secretOut`
-	Backup     string   `json:"backup,omitempty"`
-	UnwrapWith string   `json:"unwrapWith"`
+	File   string `json:"file"`
+	To     string `json:"to"`
+	Target string `json:"target"`           // directory, file, device or qcow2
+	Device string `json:"device,omitempty"` // the block device written in place, when --to is one or links to one
+	// Image is the qcow2 image's format, virtual size and backing file, kept.
+	Image      *vtpm.ImageInfo `json:"image,omitempty"`
+	Layout     string          `json:"layout"`
+	Files      []string        `json:"files"`
+	Writes     []writeView     `json:"writes"` // what is (or would be) written where, with its mode
+	SecretOut  string          `json:"secretOut,omitempty"`
+	SwtpmKey   string          `json:"swtpmKey,omitempty"` // swtpm's --key value for the state, with the secret in secretOut`
+	Backup     string          `json:"backup,omitempty"`
+	BackupDir  string          `json:"backupDir,omitempty"` // where a device's or qcow2 image's old contents are (or would be) kept
+	UnwrapWith string          `json:"unwrapWith"`
 	// Fixed lists what, the state being in place already, only had its
 	// owner or mode set (or would have, with --dry-run).
 	Fixed []string `json:"fixed,omitempty"`
+	// Removed lists what earlier guardctl runs that were stopped left
+	// beside the target, removed (or that would be).
+	Removed []string `json:"removed,omitempty"`
 	outcome
 }
 
-// owner is a --chown USER[:GROUP], resolved.
-type owner struct{ uid, gid int }
+// writeView is one file a plan writes.
+type writeView struct {
+	Path string `json:"path"`
+	Mode string `json:"mode,omitempty"` // octal; none for a block device
+}
 
-func parseChown(spec string) (*owner, error) {
+// parseChown resolves a --chown USER[:GROUP].
+func parseChown(spec string) (*vtpm.Owner, error) {
 	if spec == "" {
 		return nil, nil
 	}
 	u, g, _ := strings.Cut(spec, ":")
-	o := &owner{uid: -1, gid: -1}
+	o := &vtpm.Owner{UID: -1, GID: -1}
 	if id, err := strconv.Atoi(u); err == nil {
-		o.uid = id
+		o.UID = id
 	} else if uu, err := user.Lookup(u); err == nil {
-		o.uid, _ = strconv.Atoi(uu.Uid)
+		o.UID, _ = strconv.Atoi(uu.Uid)
 		if g == "" {
-			o.gid, _ = strconv.Atoi(uu.Gid)
+			o.GID, _ = strconv.Atoi(uu.Gid)
 		}
 	} else {
 		return nil, usageError("--chown: no user %q on this host", u)
 	}
 	if g != "" {
 		if id, err := strconv.Atoi(g); err == nil {
-			o.gid = id
+			o.GID = id
 		} else if gg, err := user.LookupGroup(g); err == nil {
-			o.gid, _ = strconv.Atoi(gg.Gid)
+			o.GID, _ = strconv.Atoi(gg.Gid)
 		} else {
 			return nil, usageError("--chown: no group %q on this host", g)
 		}
 	}
 	return o, nil
-}
-
-func (o *owner) apply(path string) error {
-	if o == nil {
-		return nil
-	}
-	return os.Lchown(path, o.uid, o.gid)
 }
 
 // versionLess compares dotted versions numerically.
@@ -100,20 +100,24 @@ func newVTPMUnwrapCmd(a *app) *cobra.Command {
 	var trust trustFlags
 	cmd := &cobra.Command{
 		Use:   "unwrap FILE --to PATH [--key-out F | --passphrase-out F]",
-		Short: "Unwrap a bundle with a local guardian into a state directory or file",
+		Short: "Unwrap a bundle with a local guardian into a state directory, file, block device or qcow2 image",
 		Long: `Unwrap a bundle with a guardian of this store and put the state in place: a state
-directory (PATH, as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2) or a linear
-state file. The bundle's owner must be a guardian this store knows (its public
-guardian is enough: import it with 'guardctl guardian import NAME --public FILE';
---allow-unknown-owner accepts any owner), since anyone holding this host's public
-guardian can make a bundle it opens. Everything is verified and decrypted in
-memory first; a directory is
-written in a temporary directory beside PATH and renamed into place. An existing,
-non-empty PATH is replaced only with --force, and then kept as
-PATH.TIME-XXXXXX.bak; never while a process (a swtpm) has it open or locked,
-as a running swtpm would write its old state over the new one. A state
-already in place is left as it is, but for the owner --chown asks for and
-the modes guardctl writes, which are set.
+directory (PATH, as libvirt keeps /var/lib/libvirt/swtpm/UUID/tpm2), a linear
+state file, a block device or a qcow2 image. The bundle's owner must be a
+guardian this store knows (its public guardian is enough: import it with
+'guardctl guardian import NAME --public FILE'; --allow-unknown-owner accepts any
+owner), since anyone holding this host's public guardian can make a bundle it
+opens. Everything is verified and decrypted in memory first; a directory is
+written in a temporary directory beside PATH and renamed into place, with every
+file the bundle holds (swtpm's tpm2-00.* files, libvirt's ek-*.crt, any other).
+Each file is written 0640 when its group could read it on the source (as swtpm
+and libvirt write them), else 0600. An existing, non-empty PATH is replaced
+only with --force, and then kept as PATH.TIME-XXXXXX.bak; never while a process
+(a swtpm, a qemu-storage-daemon) has it open or locked, as it would write its
+old state over the new one. A state already in place is left as it is, but for
+the owner --chown asks for and the modes guardctl writes, which are set. What
+an earlier guardctl that was stopped left beside PATH is removed. --dry-run
+says what would be written where, what would be kept, and what removed.
 
 State that swtpm encrypts comes out as it went in, and its key (--key-out) or
 passphrase (--passphrase-out) is written 0600 for swtpm --key or virsh
@@ -128,9 +132,19 @@ than the state, and for a state directory (a device takes a linear
 state); a fresh volume (all zeros) is written without --force, and
 anything else only with --force, after its contents are kept in --backup-dir
 (0600). The device is synced, read back and compared. Everything on it outside
-swtpm's sections becomes zeros.`,
+swtpm's sections becomes zeros.
+
+A linear state may also go into a qcow2 image, as Proxmox VE 9 keeps tpmstate0
+on directory storage (and on LVM with snapshot-as-volume-chain, a block device
+holding qcow2): the image keeps its format, virtual size and backing file;
+qemu-img (qemu-utils) writes it. A file is written as a copy beside it that is
+renamed into place. The same rules hold as for a device (fresh without
+--force, else --force and the old image in --backup-dir), and it is refused
+while qemu's image lock is held (a qemu-storage-daemon or QEMU has it open) or
+a process has it open.`,
 		Example: `  guardctl vtpm unwrap vm1.vtpm --to /var/lib/libvirt/swtpm/$UUID/tpm2 --passphrase-out secret.bin --chown tss:tss
-  guardctl vtpm unwrap vm100.vtpm --to "$(pvesm path local-lvm:vm-100-disk-1)"`,
+  guardctl vtpm unwrap vm100.vtpm --to "$(pvesm path local-lvm:vm-100-disk-1)"
+  guardctl vtpm unwrap vm100.vtpm --to "$(pvesm path local:100/vm-100-disk-1.qcow2)" --force --backup-dir /root/tpm-backups`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
@@ -178,150 +192,71 @@ swtpm's sections becomes zeros.`,
 				return withHint(fmt.Errorf("the state comes from swtpm %s and this host has swtpm %s: libtpms state moves to the same or a newer version", m.SwtpmVersion, local), exitUsage,
 					"upgrade swtpm and libtpms here, or pass --allow-downgrade if the source used a profile this libtpms supports")
 			}
-			dirLayout := m.Layout == vtpm.LayoutDir
-			dev, isDev, err := vtpm.ResolveDevice(to)
-			switch {
-			case !dirLayout && err != nil:
-				return err // a link, but not to a block device
-			case !isDev:
-				// A symbolic link to a directory is refused below.
-			case dirLayout:
-				return withHint(fmt.Errorf("%s is a block device, and the state in %s is a state directory; a block device takes a linear state", to, args[0]), exitUsage,
-					"unwrap it into a directory (--to DIR) for swtpm --tpmstate dir=DIR; a volume takes a bundle wrapped from a linear state (swtpm's backend-uri=file://)")
-			case m.Layout != vtpm.LayoutLinear:
-				return usageError("%s is a block device, and the state in %s is a single blob file; swtpm reads a linear state from a block device", to, args[0])
-			case own != nil:
-				return usageError("%s is a block device: it keeps its owner, --chown does not apply", to)
+			// The target is looked at before anything is written: one
+			// that cannot take this state is refused first.
+			if _, err := vtpm.OpenTarget(to, m.Layout, "the state in "+args[0]); err != nil {
+				return err
+			}
+			// An output that cannot be written is refused before the
+			// state is put in place, so that a failed unwrap leaves
+			// nothing it made.
+			if secretOut != "" && secretOut != "-" {
+				if err := checkOutputDir(secretOut); err != nil {
+					return err
+				}
 			}
 			if secretOut == "-" {
 				if err := a.stdoutFor(map[bool]string{true: "--key-out", false: "--passphrase-out"}[keyOut != ""]); err != nil {
 					return err
 				}
 			}
-			res := unwrapBundleResult{File: args[0], To: to, Layout: string(m.Layout), UnwrapWith: by.Name}
-			modes := map[string]fs.FileMode{}
+			res := unwrapBundleResult{File: args[0], To: to, Layout: string(m.Layout), UnwrapWith: by.Name, Writes: []writeView{}}
+			img := vtpm.Image{Source: "the state in " + args[0], Layout: m.Layout, Files: map[string][]byte{}, Modes: map[string]fs.FileMode{}}
 			for _, f := range m.Files {
-				modes[f.Name] = fs.FileMode(f.Mode).Perm()
-				if f.Name != vtpm.SecretFile {
-					res.Files = append(res.Files, f.Name)
+				if f.Name == vtpm.SecretFile {
+					continue
 				}
+				res.Files = append(res.Files, f.Name)
+				disk := f.Name
+				if m.Layout != vtpm.LayoutDir {
+					disk = ""
+				}
+				img.Files[disk], img.Modes[disk] = files[f.Name], fs.FileMode(f.Mode).Perm()
 			}
-			place := checkPlace(to, m.Layout, isDev, files, modes, own, secretOut)
-			if place.state && place.secret == secretDiffers && !force {
-				return fmt.Errorf("%s already holds the state of %s, and %s holds a different %s: %w", to, args[0], secretOut, m.StateEncryption.Secret, atomicfile.ErrExists)
-			}
-			if place.state && place.secret != secretDiffers {
-				// The state is in place: only what is around it may be
-				// left to do (an owner, a mode, a missing secret file).
-				res.SecretOut = secretOut
-				if m.StateEncryption != nil && secretOut != "" {
-					res.SwtpmKey = m.StateEncryption.SwtpmKey(secretOut)
-				}
-				for _, f := range place.fixes {
-					res.Fixed = append(res.Fixed, f.path)
-				}
-				if len(place.fixes) == 0 && place.secret == secretSame {
-					a.setChanged(false)
-					res.outcome = a.outcome
-					if a.output == "json" {
-						return writeJSON(a.stdout, res)
-					}
-					a.note("guardctl: %s already holds the state of %s; unchanged", to, args[0])
-					return nil
-				}
-				if err := targetNotInUse(to, dev, isDev); err != nil {
-					return err
-				}
-				a.setChanged(true)
-				res.outcome = a.outcome
-				if !a.dryRun {
-					for _, f := range place.fixes {
-						if err := f.apply(); err != nil {
-							return err
-						}
-					}
-					if place.secret == secretMissing {
-						if err := writeSecretOut(secretOut, files[vtpm.SecretFile], false); err != nil {
-							return err
-						}
-					}
-				}
-				if a.output == "json" {
-					return writeJSON(a.stdout, res)
-				}
-				would := map[bool]string{true: "would set", false: "set"}[a.dryRun]
-				a.note("guardctl: %s already holds the state of %s", to, args[0])
-				for _, f := range place.fixes {
-					a.note("guardctl: %s the owner and mode of %s", would, f.path)
-				}
-				if place.secret == secretMissing {
-					a.note("guardctl: %s the state's %s in %s (0600)", map[bool]string{true: "would write", false: "wrote"}[a.dryRun], m.StateEncryption.Secret, secretOut)
-				}
-				return nil
-			}
-			fresh := false
-			if !isDev {
-				if fresh, err = checkTarget(to, dirLayout, force); err != nil {
-					return err
-				}
-			} else if !force {
-				// WriteDevice checks again as it writes; this refuses
-				// before anything else is done (and for --dry-run).
-				if fresh, err = vtpm.DeviceFresh(dev); err != nil {
-					return err
-				} else if !fresh {
-					return fmt.Errorf("%s: %w", to, errors.Join(vtpm.ErrDeviceHoldsData, atomicfile.ErrExists))
-				}
-			}
-			// A state a running swtpm uses would be written over by it.
-			if err := targetNotInUse(to, dev, isDev); err != nil {
-				return err
-			}
-			if secretOut != "" && secretOut != "-" {
-				if err := refuseExisting(secretOut, force); err != nil {
-					return err
-				}
-			}
-			a.setChanged(true)
-			res.outcome = a.outcome
-			if a.dryRun {
-				res.SecretOut = secretOut
-				if a.output == "json" {
-					return writeJSON(a.stdout, res)
-				}
-				a.note("guardctl: would unwrap %s with guardian %q into %s", args[0], by.Name, to)
-				return nil
-			}
-			if dirLayout {
-				res.Backup, err = writeStateDir(to, files, modes, own, force)
-			} else if isDev {
-				// Written in place, its old contents kept first.
-				res.Device = dev
-				res.Backup, err = vtpm.WriteDevice(dev, files[res.Files[0]], vtpm.DeviceOptions{Force: force, BackupDir: backupDir, BackupName: filepath.Base(to), KeepBackup: true})
-			} else {
-				// A fresh, all-zero volume holds no state: replaced
-				// without --force, and with no backup.
-				name := res.Files[0]
-				err = atomicfile.MkdirAll(filepath.Dir(to))
-				if err == nil {
-					res.Backup, err = atomicfile.WriteFile(to, files[name], fileMode(modes[name]), atomicfile.Options{Overwrite: force || fresh, Backup: !fresh})
-				}
-				if err == nil {
-					err = own.apply(to)
-				}
-			}
+			plan, err := vtpm.PlanUnwrap(to, img, vtpm.UnwrapOptions{Force: force, BackupDir: backupDir, Owner: own})
 			if err != nil {
 				return err
 			}
-			if secretOut == "-" {
-				if _, err := a.stdout.Write(files[vtpm.SecretFile]); err != nil {
-					return err
+			t := plan.Target
+			res.Target, res.Device, res.Image, res.BackupDir = string(t.Kind()), t.Device(), t.Info(), plan.BackupDir
+			for _, w := range plan.Writes {
+				v := writeView{Path: w.Path}
+				if w.Mode != 0 {
+					v.Mode = fmt.Sprintf("%04o", w.Mode)
 				}
-				res.SecretOut = secretOut
-			} else if secretOut != "" {
-				if err := writeSecretOut(secretOut, files[vtpm.SecretFile], force); err != nil {
-					return err
+				res.Writes = append(res.Writes, v)
+			}
+			for _, f := range plan.Fixes {
+				res.Fixed = append(res.Fixed, f.Path)
+			}
+			res.Removed = plan.Leftovers
+			secret := secretSame
+			if secretOut != "" && secretOut != "-" {
+				secret = compareSecret(secretOut, files[vtpm.SecretFile])
+				if secret == secretWrongMode {
+					res.Fixed = append(res.Fixed, secretOut)
 				}
+			}
+			if secret == secretDiffers && !force {
+				if plan.InPlace {
+					return fmt.Errorf("%s already holds the state of %s, and %s holds a different %s: %w", to, args[0], secretOut, m.StateEncryption.Secret, atomicfile.ErrExists)
+				}
+				return fmt.Errorf("%s: %w", secretOut, atomicfile.ErrExists)
+			}
+			changed := plan.Changes() || secret != secretSame
+			a.setChanged(changed)
+			res.outcome = a.outcome
+			if secretOut != "" {
 				res.SecretOut = secretOut
 			}
 			if m.StateEncryption != nil && secretOut != "" {
@@ -331,159 +266,126 @@ swtpm's sections becomes zeros.`,
 				}
 				res.SwtpmKey = m.StateEncryption.SwtpmKey(f)
 			}
+			if !a.dryRun {
+				if res.Backup, err = plan.Apply(); err != nil {
+					return err
+				}
+				switch {
+				case secretOut == "-":
+					if _, err := a.stdout.Write(files[vtpm.SecretFile]); err != nil {
+						return err
+					}
+				case secret == secretWrongMode:
+					if err := os.Chmod(secretOut, 0o600); err != nil {
+						return err
+					}
+				case secret != secretSame:
+					if err := writeSecretOut(secretOut, files[vtpm.SecretFile], force); err != nil {
+						return err
+					}
+				}
+			}
 			if a.output == "json" {
 				return writeJSON(a.stdout, res)
 			}
-			a.note("guardctl: unwrapped %s with guardian %q into %s", args[0], by.Name, to)
-			if res.Device != "" {
-				a.note("guardctl: wrote %s in place, synced, and read it back", res.Device)
-			}
-			if res.Backup != "" {
-				a.note("guardctl: the state that was there is kept as %s", res.Backup)
-			}
-			switch secretOut {
-			case "":
-			case "-":
-				a.note("guardctl: the state's %s went to standard output", m.StateEncryption.Secret)
-			default:
-				a.note("guardctl: the state's %s is in %s (0600)", m.StateEncryption.Secret, secretOut)
-			}
-			if res.SwtpmKey != "" {
-				a.note("guardctl: start swtpm with --key %s", res.SwtpmKey)
-			}
+			a.printUnwrap(res, plan, m.StateEncryption, secret, changed)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&to, "to", "", "state directory (or linear state file) to create")
+	f.StringVar(&to, "to", "", "state directory, linear state file, block device or qcow2 image to write")
 	f.StringVar(&keyOut, "key-out", "", "where to write the state's swtpm key (0600; - for standard output when it is not a terminal)")
 	f.StringVar(&passOut, "passphrase-out", "", "where to write the state's passphrase (0600; - for standard output when it is not a terminal)")
 	f.StringVar(&chown, "chown", "", "give the state to USER[:GROUP] (libvirt runs swtpm as tss)")
 	f.BoolVar(&force, "force", false, "replace an existing state, keeping it as a .bak")
-	f.StringVar(&backupDir, "backup-dir", ".", "where the old contents of a block device --to are kept (0600) before it is written")
+	f.StringVar(&backupDir, "backup-dir", ".", "where the old contents of a block device or qcow2 image --to are kept (0600) before it is written")
 	trust.register(cmd)
 	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "unwrap state from a newer swtpm than this host's")
 	a.addDryRun(cmd)
 	return cmd
 }
 
-// checkTarget refuses an existing state without force. fresh reports a
-// file of zeros only (a freshly allocated volume), which holds no state.
-func checkTarget(to string, dir, force bool) (fresh bool, err error) {
-	fi, err := os.Lstat(to)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return false, fmt.Errorf("%s is a symbolic link; refusing to write through it (only a link to a block device is followed, for a linear state)", to)
-	}
-	if dir != fi.IsDir() || (!dir && !fi.Mode().IsRegular()) {
-		return false, usageError("%s exists and is not a %s", to, map[bool]string{true: "directory", false: "regular file or block device"}[dir])
-	}
-	if dir {
-		if des, _ := os.ReadDir(to); len(des) == 0 {
-			return false, nil
+// printUnwrap says what vtpm unwrap did, or would do.
+func (a *app) printUnwrap(res unwrapBundleResult, plan *vtpm.Plan, enc *vtpm.StateEncryption, secret int, changed bool) {
+	dry := a.dryRun
+	verb := func(past, future string) string {
+		if dry {
+			return "would " + future
 		}
-	} else if fi.Size() <= vtpm.MaxDeviceSize {
-		if data, err := os.ReadFile(to); err == nil && vtpm.IsZero(data) {
-			return true, nil
+		return past
+	}
+	for _, l := range res.Removed {
+		a.note("guardctl: %s %s, left by an earlier guardctl that was stopped", verb("removed", "remove"), l)
+	}
+	if plan.InPlace {
+		if !changed {
+			a.note("guardctl: %s already holds the state of %s; unchanged", res.To, res.File)
+			return
+		}
+		a.note("guardctl: %s already holds the state of %s", res.To, res.File)
+		for _, f := range plan.Fixes {
+			a.note("guardctl: %s the owner and mode of %s", verb("set", "set"), f.Path)
+		}
+	} else {
+		a.note("guardctl: %s %s with guardian %q into %s", verb("unwrapped", "unwrap"), res.File, res.UnwrapWith, res.To)
+		if dry {
+			for _, w := range res.Writes {
+				if w.Mode != "" {
+					a.note("guardctl: would write %s (mode %s)", w.Path, w.Mode)
+				} else {
+					a.note("guardctl: would write %s in place", w.Path)
+				}
+			}
+			switch {
+			case plan.Fresh:
+			case plan.BackupDir != "":
+				a.note("guardctl: would keep what %s holds in %s (0600) first", res.To, plan.BackupDir)
+			default:
+				a.note("guardctl: would keep what %s holds as a .bak beside it", res.To)
+			}
+		}
+		if img := res.Image; img != nil {
+			backing := ""
+			if img.BackingFile != "" {
+				backing = ", backing file " + img.BackingFile
+			}
+			a.note("guardctl: %s the state into the %s image (virtual size %d bytes%s), which keeps its format, size and backing file", verb("wrote", "would write"), img.Format, img.VirtualSize, backing)
+		}
+		if res.Device != "" && !dry {
+			a.note("guardctl: wrote %s in place, synced, and read it back", res.Device)
+		}
+		if res.Backup != "" {
+			a.note("guardctl: the state that was there is kept as %s", res.Backup)
 		}
 	}
-	if !force {
-		return false, fmt.Errorf("%s already holds a state: %w", to, atomicfile.ErrExists)
+	switch {
+	case res.SecretOut == "-":
+		a.note("guardctl: the state's %s %s standard output", enc.Secret, verb("went to", "would go to"))
+	case res.SecretOut == "" || secret == secretSame:
+	case secret == secretWrongMode:
+		a.note("guardctl: %s the mode of %s to 0600", verb("set", "set"), res.SecretOut)
+	default:
+		a.note("guardctl: the state's %s %s %s (0600)", enc.Secret, verb("is in", "would be written to"), res.SecretOut)
 	}
-	return false, nil
+	if res.SwtpmKey != "" && !dry {
+		a.note("guardctl: start swtpm with --key %s", res.SwtpmKey)
+	}
 }
 
-// writeStateDir writes files into a new directory beside dir and renames it
-// into place, keeping what was there as dir.TIME.bak.
-func writeStateDir(dir string, files map[string][]byte, modes map[string]fs.FileMode, own *owner, force bool) (string, error) {
-	parent := filepath.Dir(dir)
-	_, statErr := os.Stat(parent)
-	if err := atomicfile.MkdirAll(parent); err != nil {
-		return "", err
-	}
-	// libvirt keeps each VM's swtpm directory (the parent of tpm2) 0700 and
-	// owned by the swtpm user too: one guardctl made goes to the same owner.
-	if errors.Is(statErr, fs.ErrNotExist) {
-		if err := own.apply(parent); err != nil {
-			return "", err
-		}
-	}
-	// What a killed unwrap left beside the target was never a state in
-	// place; it holds state, so it does not stay.
-	prefix := atomicfile.TempNamePrefix(dir)
-	if left, err := filepath.Glob(prefix + "*"); err == nil {
-		for _, l := range left {
-			if fi, err := os.Lstat(l); err == nil && fi.IsDir() {
-				os.RemoveAll(l)
+// checkOutputDir refuses path when what would be its directory is not one.
+func checkOutputDir(path string) error {
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				return usageError("%s cannot be written: %s is not a directory", path, d)
 			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || d == filepath.Dir(d) {
+			return err
 		}
 	}
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	tmp := prefix + hex.EncodeToString(rnd[:])
-	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return "", err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(tmp)
-		}
-	}()
-	if err := os.Chmod(tmp, 0o700); err != nil {
-		return "", err
-	}
-	for name, data := range files {
-		if name == vtpm.SecretFile {
-			continue
-		}
-		p := filepath.Join(tmp, name)
-		if _, err := atomicfile.WriteFile(p, data, fileMode(modes[name]), atomicfile.Options{}); err != nil {
-			return "", err
-		}
-		if err := own.apply(p); err != nil {
-			return "", err
-		}
-	}
-	if err := own.apply(tmp); err != nil {
-		return "", err
-	}
-	var backup string
-	if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
-		if des, _ := os.ReadDir(dir); len(des) > 0 {
-			if !force {
-				return "", fmt.Errorf("%s already holds a state: %w", dir, atomicfile.ErrExists)
-			}
-			backup = atomicfile.BackupName(dir, time.Now())
-			if err := os.Rename(dir, backup); err != nil {
-				return "", err
-			}
-			// Like every backup: the owner's alone.
-			if err := os.Chmod(backup, 0o700); err != nil {
-				return "", err
-			}
-		} else if err := os.Remove(dir); err != nil {
-			return "", err
-		}
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return backup, err
-	}
-	ok = true
-	return backup, atomicfile.SyncDir(parent)
-}
-
-// fileMode is a state file's recorded mode, 0600 when none was recorded.
-func fileMode(m fs.FileMode) fs.FileMode {
-	if m == 0 {
-		return 0o600
-	}
-	return m
 }
 
 // writeSecretOut writes the state's key or passphrase to path, 0600.
@@ -495,125 +397,29 @@ func writeSecretOut(path string, secret []byte, force bool) error {
 	return err
 }
 
-// targetNotInUse refuses a target a process has open or a swtpm has
-// locked: a running swtpm writes its own state over a new one.
-func targetNotInUse(to, dev string, isDev bool) error {
-	if isDev {
-		// Its own errors name the device.
-		return vtpm.CheckDeviceNotInUse(dev)
-	}
-	if err := vtpm.CheckPathNotInUse(to); err != nil {
-		return fmt.Errorf("%s: %w", to, err)
-	}
-	return nil
-}
-
 // How a --key-out or --passphrase-out file compares with the bundle's secret.
 const (
-	secretSame    = iota // the same secret, 0600 (or no file asked for)
-	secretMissing        // no file there yet
-	secretDiffers        // another secret, or not a regular file
+	secretSame      = iota // the same secret, 0600 (or no file asked for)
+	secretWrongMode        // the same secret, another mode
+	secretMissing          // no file there yet
+	secretDiffers          // another secret, or not a regular file
 )
 
-// metaFix is an owner and mode to set on a file or directory in place.
-type metaFix struct {
-	path string
-	mode fs.FileMode
-	own  *owner
-}
-
-func (f metaFix) apply() error {
-	if err := f.own.apply(f.path); err != nil {
-		return err
-	}
-	return os.Chmod(f.path, f.mode)
-}
-
-// placement is what an unwrap asked again finds at its target.
-type placement struct {
-	state  bool // the target holds the bundle's swtpm blobs
-	secret int  // secretSame, secretMissing or secretDiffers
-	fixes  []metaFix
-}
-
-// checkPlace compares the state at to with what the bundle's payload files
-// hold (the same swtpm blobs), with the modes guardctl writes and the owner
-// --chown asks for, and secretOut, when given, with the same secret (0600).
-func checkPlace(to string, layout vtpm.Layout, isDev bool, files map[string][]byte, modes map[string]fs.FileMode, own *owner, secretOut string) placement {
-	var p placement
-	if secretOut == "-" {
-		return p
-	}
-	if !isDev {
-		// Nothing is written through a link but to a block device.
-		if fi, err := os.Lstat(to); err != nil || fi.Mode()&fs.ModeSymlink != 0 {
-			return p
-		}
-	}
-	st, err := vtpm.ReadState(to)
-	if err != nil {
-		return p
-	}
-	disk := map[string][]byte{}
-	for name, data := range files {
-		switch {
-		case name == vtpm.SecretFile:
-		case layout == vtpm.LayoutDir:
-			disk[name] = data
-		default:
-			disk[""] = data
-		}
-	}
-	blobs, err := vtpm.BlobsOf(layout, disk)
-	if err != nil || !st.HoldsBlobs(layout, blobs) {
-		return p
-	}
-	p.state = true
-	want := func(path string, mode fs.FileMode, own *owner) {
-		fi, err := os.Lstat(path)
-		if err != nil {
-			return
-		}
-		ok := fi.Mode().Perm() == mode
-		if uid, gid, known := vtpm.OwnerOf(fi); known && own != nil {
-			ok = ok && (own.uid < 0 || own.uid == uid) && (own.gid < 0 || own.gid == gid)
-		}
-		if !ok {
-			p.fixes = append(p.fixes, metaFix{path: path, mode: mode, own: own})
-		}
-	}
+// compareSecret compares the file at path with the bundle's secret.
+func compareSecret(path string, secret []byte) int {
+	fi, err := os.Lstat(path)
 	switch {
-	case isDev:
-		// A device keeps its owner and mode.
-	case layout == vtpm.LayoutDir:
-		want(to, 0o700, own)
-		for _, name := range slices.Sorted(maps.Keys(files)) {
-			if name != vtpm.SecretFile {
-				want(filepath.Join(to, name), fileMode(modes[name]), own)
-			}
-		}
-	default:
-		for name := range files {
-			if name != vtpm.SecretFile {
-				want(to, fileMode(modes[name]), own)
-			}
-		}
+	case errors.Is(err, fs.ErrNotExist):
+		return secretMissing
+	case err != nil || !fi.Mode().IsRegular():
+		return secretDiffers
 	}
-	if secretOut != "" {
-		fi, err := os.Lstat(secretOut)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			p.secret = secretMissing
-		case err != nil || !fi.Mode().IsRegular():
-			p.secret = secretDiffers
-		default:
-			have, err := os.ReadFile(secretOut)
-			if err != nil || subtle.ConstantTimeCompare(have, files[vtpm.SecretFile]) != 1 {
-				p.secret = secretDiffers
-			} else {
-				want(secretOut, 0o600, nil)
-			}
-		}
+	have, err := os.ReadFile(path)
+	if err != nil || subtle.ConstantTimeCompare(have, secret) != 1 {
+		return secretDiffers
 	}
-	return p
+	if fi.Mode().Perm() != 0o600 {
+		return secretWrongMode
+	}
+	return secretSame
 }

@@ -51,9 +51,13 @@ func newVTPMWrapCmd(a *app) *cobra.Command {
 		Use:   "wrap STATE --owner G [--guardian H]... --out FILE",
 		Short: "Wrap a swtpm state into a bundle for the guardians of the hosts that may run it",
 		Long: `Wrap a swtpm TPM 2.0 state (a state directory as libvirt keeps under
-/var/lib/libvirt/swtpm/UUID/tpm2, or a linear state file as Proxmox keeps) into one
-bundle: a key protector for the owner and the guardians, and the state files
-encrypted under its transport key. The bundle can travel over any channel; it
+/var/lib/libvirt/swtpm/UUID/tpm2, a linear state file, block device or qcow2 image
+as Proxmox keeps tpmstate0) into one bundle: a key protector for the owner and the
+guardians, and the state files encrypted under its transport key. A directory is
+carried whole: swtpm's tpm2-00.* files, libvirt's EK certificates (ek-*.crt) and
+any other regular file, each with its name and mode; a subdirectory, link, FIFO,
+socket or device in it is refused by name (swtpm's .lock stays out). A qcow2
+image is read with qemu-img (qemu-utils). The bundle can travel over any channel; it
 reveals nothing, and any change to it is detected.
 
 State that swtpm encrypts travels with its key (--key-file) or passphrase
@@ -69,6 +73,9 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
   guardctl vtpm wrap /var/lib/vz/images/100/vm-100-disk-1.raw --owner pve1 --guardian pve2 --out vm100.vtpm`,
 		Args: exactArgs("STATE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if vmUUID != "" && !vtpm.IsUUID(vmUUID) {
+				return usageError("--vm-uuid %q is not a UUID (libvirt's <uuid>, like 7c9e6679-7425-40de-944b-e07fc1f90ae7)", vmUUID)
+			}
 			if volatile != "refuse" && volatile != "include" && volatile != "drop" {
 				return usageError("--volatile is refuse, include or drop, not %q", volatile)
 			}
@@ -106,16 +113,8 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			}
 			files, modes := map[string][]byte{}, map[string]uint32{}
 			for disk, data := range st.Files(blobs) {
-				src := st.Path
-				if disk != "" {
-					src = filepath.Join(st.Path, disk)
-				}
-				fi, err := os.Lstat(src) // read without following links (vtpm.ReadNoFollow)
-				if err != nil {
-					return err
-				}
 				name := payloadFileName(st.Layout, disk)
-				files[name], modes[name] = data, uint32(fi.Mode().Perm())
+				files[name], modes[name] = data, uint32(st.Modes[disk])
 			}
 			switch {
 			case info.Encrypted && !k.given():
@@ -167,7 +166,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 	cmd.Flags().Lookup("out").Usage = "bundle file to write (- for standard output)"
 	k.register(cmd, "", "the state's")
 	f := cmd.Flags()
-	f.StringVar(&vmUUID, "vm-uuid", "", "the VM's UUID, recorded in the manifest (found in a libvirt state path)")
+	f.StringVar(&vmUUID, "vm-uuid", "", "the VM's UUID, recorded in the manifest (found in a libvirt state path); must be a UUID")
 	f.StringVar(&vmName, "vm-name", "", "the VM's name, recorded in the manifest")
 	f.StringVar(&volatile, "volatile", "refuse", "volatile state: refuse, include or drop")
 	a.addDryRun(cmd)
