@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/guardctl/guardctl/internal/fuzzseed"
+	"github.com/guardctl/guardctl/internal/testenv"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
@@ -144,9 +145,7 @@ func TestPFXIterationBound(t *testing.T) {
 // itself BER: the MAC is verified over the BER bytes and computed again over
 // the DER ones. openssl confirms that the test file is a valid PFX.
 func TestBERInnerContent(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatal("openssl is needed by this test")
-	}
+	testenv.Tools(t, "an independent PFX reader", "openssl")
 	g := newTestGuardian(t, "g")
 	der, err := pkcs12.Modern2023.Encode(g.EncryptionKey, g.Encryption, nil, "pw")
 	if err != nil {

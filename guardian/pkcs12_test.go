@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/guardctl/guardctl/internal/fuzzseed"
+	"github.com/guardctl/guardctl/internal/testenv"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
@@ -172,9 +173,7 @@ func TestPFXShapes(t *testing.T) {
 // TestPFXExportIndependentReaders: what EncodePFX writes reads in go-pkcs12
 // (for BMP passwords, all it takes) and in openssl (every password).
 func TestPFXExportIndependentReaders(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatal("openssl is needed by this test")
-	}
+	testenv.Tools(t, "an independent PFX reader", "openssl")
 	g := newTestGuardian(t, "g")
 	dir := t.TempDir()
 	for _, legacy := range []bool{false, true} {
@@ -204,9 +203,7 @@ func TestPFXExportIndependentReaders(t *testing.T) {
 // TestPFXLocalKeyID: both bags carry the certificate's SHA-1 as localKeyId,
 // as openssl shows it.
 func TestPFXLocalKeyID(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatal("openssl is needed by this test")
-	}
+	testenv.Tools(t, "an independent PFX reader", "openssl")
 	g := newTestGuardian(t, "g")
 	data, err := EncodePFX(g.SigningKey, g.Signing, "pw", false)
 	if err != nil {

@@ -13,18 +13,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/guardctl/guardctl/internal/testenv"
 )
 
 // These tests run the real swtpm and tpm2-tools (Debian packages swtpm,
-// swtpm-tools, tpm2-tools), which .ci/run installs: missing, they fail.
+// swtpm-tools, tpm2-tools), which .ci/run installs: missing, they skip,
+// naming the tool, or fail under CI (CI=true).
 
 func requireTools(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvdefine", "tpm2_nvread"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed; the tests need swtpm, swtpm-tools and tpm2-tools (make deps)", tool)
-		}
-	}
+	testenv.Tools(t, "the real swtpm and tpm2-tools", "swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvdefine", "tpm2_nvread")
 }
 
 // freePorts finds a port P on loopback with P+1 free too (tcti-swtpm wants

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/guardctl/guardctl/internal/testenv"
 )
 
 // TestMigrationGuide runs docs/migrate.md: every ```sh block, in order, on
@@ -322,7 +324,7 @@ var hostPaths = regexp.MustCompile(`(^|[\s="':])(/var/lib/libvirt|/var/lib/swtpm
 var systemPath = regexp.MustCompile(`(^|[\s="':])/(etc|var|run|dev|srv|opt|root|media|mnt|home|boot|usr|lib|tmp)\b\S*`)
 
 func runShellGuide(t *testing.T, bin string, blocks []guideBlock, sc guideScenario) {
-	guideNeeds(t, "bash", "sed", "base64", "swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss", "od", "pgrep")
+	testenv.Tools(t, "the migration guide's test", "bash", "sed", "base64", "swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss", "od", "pgrep")
 	g := newGuideRun(t, bin)
 	g.env = sc.env
 	sc.prepare(t, g)
@@ -409,20 +411,6 @@ func noSecretsLeft(t *testing.T, g *guideRun) {
 	}
 }
 
-// guideNeeds skips t when a tool is missing, naming it, and fails it under
-// CI (CI=true, set by .ci/run), which installs every one of them.
-func guideNeeds(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed; the migration guide's test needs it, and CI has it (make deps installs it)", tool)
-			}
-			t.Skipf("%s is not installed; the migration guide's test needs it", tool)
-		}
-	}
-}
-
 // libvirtDomainXML is what 'virsh dumpxml' shows of the guide's VM.
 func libvirtDomainXML(encrypted bool) string {
 	enc := ""
@@ -452,9 +440,9 @@ func libvirtDomainXML(encrypted bool) string {
 // given a canary.
 func prepareLibvirt(encrypted bool) func(t *testing.T, g *guideRun) {
 	return func(t *testing.T, g *guideRun) {
-		requireRoot(t, "", "--chown tss:tss, as the guide gives libvirt's state to tss")
+		testenv.Root(t, "--chown tss:tss, as the guide gives libvirt's state to tss")
 		if err := exec.Command("id", "tss").Run(); err != nil {
-			if os.Getenv("CI") == "true" {
+			if testenv.CI() {
 				t.Fatal("there is no user tss (Debian's tpm-udev, a dependency of tpm2-tools, makes it)")
 			}
 			t.Skip("there is no user tss")
@@ -503,7 +491,7 @@ func checkLibvirt(t *testing.T, g *guideRun) {
 // prepareCI is the libvirt VM with encrypted state, and the pipeline's
 // password file for the guardian backup.
 func prepareCI(t *testing.T, g *guideRun) {
-	guideNeeds(t, "jq", "openssl")
+	testenv.Tools(t, "the migration guide's CI pipeline", "jq", "openssl")
 	prepareLibvirt(true)(t, g)
 	pw := "ci-secret-" + randomHex(t, 12)
 	g.secrets = append(g.secrets, pw)
@@ -540,12 +528,11 @@ func preparePVE(kind string) func(t *testing.T, g *guideRun) {
 			vol = "local:100/vm-100-disk-0.raw"
 			path = filepath.Join(g.old.root, "var/lib/vz/images/100/vm-100-disk-0.raw")
 		case "lvm":
-			requireRoot(t, "losetup", "Proxmox's local-lvm volumes (loop devices stand for them)")
+			testenv.Root(t, "Proxmox's local-lvm volumes (loop devices stand for them)", "losetup")
 			vol = "local-lvm:vm-100-disk-0"
 			path = filepath.Join(g.old.root, "dev/pve/vm-100-disk-0")
 		case "qcow2":
-			guideNeeds(t, "qemu-img", "qemu-storage-daemon", "fusermount3")
-			requireRoot(t, "qemu-storage-daemon", "serving a qcow2 tpmstate0 to swtpm through FUSE")
+			testenv.Root(t, "serving a qcow2 tpmstate0 to swtpm through FUSE", "qemu-img", "qemu-storage-daemon", "fusermount3")
 			vol = "local:100/vm-100-disk-0.qcow2"
 			path = filepath.Join(g.old.root, "var/lib/vz/images/100/vm-100-disk-0.qcow2")
 		}

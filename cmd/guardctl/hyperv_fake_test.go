@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/guardctl/guardctl/certstore"
@@ -16,20 +14,10 @@ import (
 // system stores, machine keys and HgsClient registrations). In the test
 // binary, and only there, --store hyperv is Hyper-V's store over that fake,
 // on any OS, so that the command tests drive the real commands over it.
-const fakeWindowsEnv = "GUARDCTL_TEST_FAKE_WINDOWS"
+const fakeWindowsEnv = hypervfake.Env
 
 func init() {
-	openStore = func(spec string) (certstore.Store, error) {
-		path := os.Getenv(fakeWindowsEnv)
-		if spec != certstore.HyperVSpec || path == "" {
-			return certstore.Open(spec)
-		}
-		w, err := hypervfake.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		return certstore.NewHyperV(w.Stores(), w.Registry(), filepath.Join(filepath.Dir(path), "guardctl-hyperv")), nil
-	}
+	openStore = hypervfake.OpenStore
 }
 
 // fakewin changes or reads the fake Windows machine the way Windows' own

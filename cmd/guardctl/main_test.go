@@ -22,27 +22,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/guardctl/guardctl/internal/testhook"
+	"github.com/guardctl/guardctl/internal/testenv"
 	"github.com/rogpeppe/go-internal/testscript"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
-// asMainEnv makes the test binary act as guardctl, for tests that start
-// real processes (kills, concurrency, terminals).
+// asMainEnv makes the test binary act as guardctl, for the [nobody]
+// scripts, which run a copy of it as another user. (The tests that start
+// guardctl processes themselves, kills, concurrency, terminals, are in
+// ../../e2e and run the real binary.)
 const asMainEnv = "GUARDCTL_TEST_AS_MAIN"
-
-// killAtEnv names a testhook point at which the test binary, acting as
-// guardctl, kills itself (TestKillBetweenReplaceRenames).
-const killAtEnv = "GUARDCTL_TEST_KILL_AT"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
-		if os.Getenv(killAtEnv) == "replace" {
-			testhook.BetweenReplaceRenames = func() {
-				self, _ := os.FindProcess(os.Getpid())
-				self.Kill() // SIGKILL on unix
-			}
-		}
 		os.Exit(run(os.Args[1:]))
 	}
 	testscript.Main(m, map[string]func(){
@@ -50,23 +42,13 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// requireTool fails (never skips) when a tool the tests need is missing:
-// .ci/run installs it.
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s is not installed; the tests need it (make deps installs it)", name)
-	}
-}
-
+// TestScripts runs testdata/*.txtar. A script (or line) that needs a tool
+// says so with a condition: [exec:keytool] for one tool, or [swtpm],
+// [loop], [qemu], [nobody] for the groups below; without the tool it
+// skips, naming it. Under CI (CI=true) every tool a script names in an
+// [exec:...] condition, and every group's, is required: its absence fails.
 func TestScripts(t *testing.T) {
-	requireTool(t, "openssl")
-	requireTool(t, "xmllint")
-	requireTool(t, "certtool")
-	requireTool(t, "keytool")
-	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss"} {
-		requireTool(t, tool)
-	}
+	requireScriptTools(t, "testdata")
 	schema, err := filepath.Abs("../../docs/keyprotector.xsd")
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +75,9 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
+			if cond == "swtpm" {
+				return swtpmCondition()
+			}
 			if cond == "loop" {
 				return loopCondition()
 			}
@@ -388,9 +373,53 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
+// requireScriptTools fails t under CI when a tool that a script in dir
+// names in an [exec:TOOL] condition is missing: testscript's own exec:
+// condition skips quietly, and CI must not. (The group conditions fail
+// the scripts that use them under CI themselves.) Elsewhere the scripts'
+// conditions skip what cannot run here.
+func requireScriptTools(t *testing.T, dir string) {
+	t.Helper()
+	scripts, err := filepath.Glob(filepath.Join(dir, "*.txtar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	execCond := regexp.MustCompile(`\[!?exec:([^\]\s]+)\]`)
+	seen := map[string]bool{}
+	for _, s := range scripts {
+		data, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range execCond.FindAllStringSubmatch(string(data), -1) {
+			if seen[m[1]] {
+				continue
+			}
+			seen[m[1]] = true
+			ok, err := testenv.Condition(false, filepath.Base(s), m[1])
+			if err != nil {
+				t.Error(err)
+			} else if !ok {
+				t.Logf("%s is not installed: the script lines conditioned on [exec:%s] (first in %s) are skipped", m[1], m[1], filepath.Base(s))
+			}
+		}
+	}
+}
+
+// swtpmTools are the [swtpm] condition's tools: the real swtpm, and the
+// tpm2-tools and ss that testdata/tpm.sh drives it with.
+var swtpmTools = []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_createprimary", "tpm2_evictcontrol",
+	"tpm2_getcap", "tpm2_nvdefine", "tpm2_nvread", "tpm2_nvwrite", "tpm2_readpublic", "ss"}
+
+// swtpmCondition is the [swtpm] condition: swtpm, swtpm-tools, tpm2-tools
+// and ss (iproute2) are here, to make TPM state and read it back.
+func swtpmCondition() (bool, error) {
+	return testenv.Condition(false, "a real swtpm and tpm2-tools", swtpmTools...)
+}
+
 // loopCondition is the [loop] condition: root and losetup are here.
 func loopCondition() (bool, error) {
-	return rootToolCondition("losetup", "loop devices")
+	return testenv.Condition(true, "loop devices", "losetup")
 }
 
 // qemuCondition is the [qemu] condition: root, qemu-img (qemu-utils),
@@ -398,42 +427,7 @@ func loopCondition() (bool, error) {
 // here, to read and write qcow2 images and serve them to swtpm through a
 // FUSE export as Proxmox VE 9 does. Under CI their absence is an error.
 func qemuCondition() (bool, error) {
-	for _, tool := range []string{"qemu-img", "qemu-storage-daemon", "fusermount3"} {
-		if ok, err := rootToolCondition(tool, "qcow2 TPM volumes"); !ok || err != nil {
-			return ok, err
-		}
-	}
-	return true, nil
-}
-
-// rootToolCondition is a condition that holds when this runs as root and
-// tool (if any) is installed. Under CI (CI=true, set by .ci/run), which has
-// both, their absence is an error, not a skip; what names what needs them.
-func rootToolCondition(tool, what string) (bool, error) {
-	var err error
-	if tool != "" {
-		_, err = exec.LookPath(tool)
-	}
-	if err == nil && os.Geteuid() != 0 {
-		err = fmt.Errorf("running as uid %d, not root", os.Geteuid())
-	}
-	if err != nil && os.Getenv("CI") == "true" {
-		return false, fmt.Errorf("%s: root and %s are needed, and CI has them: %v", what, tool, err)
-	}
-	return err == nil, nil
-}
-
-// requireRoot is rootToolCondition for a Go test: it skips t where root
-// or tool is missing, and fails it under CI, which has both.
-func requireRoot(t *testing.T, tool, what string) {
-	t.Helper()
-	ok, err := rootToolCondition(tool, what)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ok {
-		t.Skipf("%s: not running as root, or %q is not installed", what, tool)
-	}
+	return testenv.Condition(true, "qcow2 TPM volumes", "qemu-img", "qemu-storage-daemon", "fusermount3")
 }
 
 // loopdev VAR FILE attaches FILE to a free loop device (losetup -f --show),
@@ -472,7 +466,7 @@ const nobodyUID = "65534"
 // nobodyCondition is the [nobody] condition: root (to give a directory to
 // user 65534) and setpriv are here.
 func nobodyCondition() (bool, error) {
-	return rootToolCondition("setpriv", "running guardctl as another user")
+	return testenv.Condition(true, "running guardctl as another user", "setpriv")
 }
 
 // nobodydir VAR makes a directory owned by user 65534, in a directory

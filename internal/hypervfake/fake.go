@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -389,4 +390,25 @@ func (w *Windows) Keys() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.st.Keys)
+}
+
+// Env names the file that holds a fake Windows machine for guardctl
+// processes a test starts: the package main test binary, and guardctl
+// built with the guardctl_testhooks tag (../../e2e). In them, and only
+// there, --store hyperv is Hyper-V's store over that fake, on any OS.
+const Env = "GUARDCTL_TEST_FAKE_WINDOWS"
+
+// OpenStore opens a store from its --store value as certstore.Open does,
+// except that Hyper-V's store, when Env names a file, is over the fake
+// machine kept in that file (its trash beside it).
+func OpenStore(spec string) (certstore.Store, error) {
+	path := os.Getenv(Env)
+	if spec != certstore.HyperVSpec || path == "" {
+		return certstore.Open(spec)
+	}
+	w, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return certstore.NewHyperV(w.Stores(), w.Registry(), filepath.Join(filepath.Dir(path), "guardctl-hyperv")), nil
 }

@@ -4,8 +4,9 @@
 // Debian's Wine 8.0 (package wine64) runs Go's Windows binaries once a
 // stub bcryptprimitives.dll is in the prefix's system32 (see
 // stub/processprng.c); the stub is built with x86_64-w64-mingw32-gcc (package
-// gcc-mingw-w64-x86-64-win32). Both are required: a test that uses this
-// package fails, never skips, when they are missing, since CI installs them.
+// gcc-mingw-w64-x86-64-win32). A test that uses this package skips,
+// naming the tool, when they are missing, and fails under CI (CI=true),
+// which installs them.
 //
 // Making a prefix (wineboot -i) takes several seconds and some 700 MB, so
 // it is made once per machine, keyed by the Wine version and the stub's
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+	"github.com/guardctl/guardctl/internal/testenv"
 )
 
 //go:embed stub/processprng.c
@@ -46,14 +48,11 @@ const Timeout = 2 * time.Minute
 
 var tools = []string{"wine", "wineserver", "wineboot", "x86_64-w64-mingw32-gcc"}
 
-// Require fails the test when Wine or MinGW is missing.
+// Require skips the test, naming the tool, when Wine or MinGW is missing,
+// and fails it under CI (CI=true), which installs them.
 func Require(t testing.TB) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed: the Windows build is tested under Wine; install the Debian packages %s (make deps does)", tool, Packages)
-		}
-	}
+	testenv.Tools(t, "the Windows build under Wine (Debian packages "+Packages+")", tools...)
 }
 
 // baseEnv is the environment of every Wine process: no debug channels,

@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package e2e
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/testenv"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 )
@@ -109,7 +110,7 @@ func TestConcurrentGrants(t *testing.T) {
 // refused, and store check reports it. Giving a directory away needs root,
 // which CI runs as.
 func TestStoreOwner(t *testing.T) {
-	requireRoot(t, "", "the store owner test gives a store to another user")
+	testenv.Root(t, "the store owner test gives a store to another user")
 	store := filepath.Join(t.TempDir(), "store")
 	mustGuardctl(t, store, "guardian", "create", "g", "--host", "h")
 	if err := os.Chown(store, 65534, 65534); err != nil {

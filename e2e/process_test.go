@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package e2e
 
 import (
 	"bytes"
@@ -18,17 +18,21 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/guardctl/guardctl/internal/testenv"
 )
 
-// guardctlCmd runs this test binary as guardctl (see TestMain) on store.
+// guardctlCmd runs guardctl (built by TestMain) on store; a test that
+// set fakeWindowsEnv gets the build with the test hooks, whose --store
+// hyperv is over that fake of Windows.
 func guardctlCmd(t *testing.T, store string, args ...string) *exec.Cmd {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	exe := guardctlBin
+	if os.Getenv(fakeWindowsEnv) != "" {
+		exe = hookedGuardctl(t)
 	}
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), asMainEnv+"=1", "GUARDCTL_STORE="+store, "GUARDCTL_PASSWORD=")
+	cmd.Env = append(os.Environ(), "GUARDCTL_STORE="+store, "GUARDCTL_PASSWORD=")
 	return cmd
 }
 
@@ -84,7 +88,7 @@ func TestPromptThroughTerminal(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Files) != 2 {
 		t.Fatalf("standard output is not the JSON result alone (%v):\n%s", err, stdout.String())
 	}
-	requireTool(t, "openssl")
+	testenv.Tools(t, "reading the exported PFX back", "openssl")
 	out, err := exec.Command("openssl", "pkcs12", "-in", filepath.Join(dir, "g-signing.pfx"), "-passin", "pass:hunter2-but-longer", "-noout").CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl cannot open the PFX with the password typed at the prompt: %v\n%s", err, out)

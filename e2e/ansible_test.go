@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/guardctl/guardctl/internal/testenv"
 )
 
 // ansibleNode is one local "node" of the cluster the collection manages:
@@ -42,7 +44,7 @@ type ansibleRun struct {
 // in check mode changes nothing and predicts exactly what a real run then
 // changes.
 func TestAnsibleCluster(t *testing.T) {
-	requireTool(t, "ansible-playbook")
+	testenv.Tools(t, "the Ansible collection's cluster playbook", "ansible-playbook")
 	root, w, src := ansibleWorkspace(t)
 	var nodes []ansibleNode
 	for i := 1; i <= 4; i++ {
@@ -323,8 +325,7 @@ func diffDigest(a, b map[string]string) []string {
 // state the real swtpm made: changed, then unchanged; check mode predicts an
 // unwrap and writes nothing; the real unwrap does it; then nothing changes.
 func TestAnsibleModules(t *testing.T) {
-	requireTool(t, "ansible-playbook")
-	requireTool(t, "swtpm_setup")
+	testenv.Tools(t, "the Ansible collection's modules", "ansible-playbook", "swtpm_setup")
 	_, w, bin := ansibleWorkspace(t)
 	const password = "correct-horse-battery-staple-42"
 	src := filepath.Join(w, "src")
@@ -406,18 +407,19 @@ func TestAnsibleModules(t *testing.T) {
 	}
 }
 
-// ansibleWorkspace builds guardctl into a new workspace w, with the
-// collection linked there (see linkCollection); root is the repository.
+// ansibleWorkspace copies guardctl (built by TestMain) into a new
+// workspace w, with the collection linked there (see linkCollection); root
+// is the repository.
 func ansibleWorkspace(t *testing.T) (root, w, bin string) {
 	t.Helper()
-	root, err := filepath.Abs("../..")
+	root, err := filepath.Abs(repoRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w = linkCollection(t, root)
 	bin = filepath.Join(w, "guardctl")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if data, err := os.ReadFile(guardctlBin); err != nil || os.WriteFile(bin, data, 0o755) != nil {
+		t.Fatalf("copying guardctl into the workspace: %v", err)
 	}
 	return root, w, bin
 }
@@ -456,8 +458,8 @@ func linkCollection(t *testing.T, root string) (w string) {
 // ansible-galaxy and a user's `ansible-doc guardctl.guardctl.guardian` do:
 // it must parse, and the shared options (the doc fragment) must be there.
 func TestAnsibleDocs(t *testing.T) {
-	requireTool(t, "ansible-doc")
-	root, err := filepath.Abs("../..")
+	testenv.Tools(t, "the Ansible collection's documentation", "ansible-doc")
+	root, err := filepath.Abs(repoRoot)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package main
+package e2e
 
 import (
 	"crypto/rand"
@@ -26,7 +26,7 @@ import (
 func TestHyperVStoreUnderWine(t *testing.T) {
 	winetest.Require(t)
 	start := time.Now()
-	exe := winetest.Build(t, ".", false)
+	exe := winetest.Build(t, filepath.Join(repoRoot, "cmd", "guardctl"), false)
 	built := time.Since(start)
 	p := winetest.New(t)
 	ready := time.Since(start)

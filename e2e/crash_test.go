@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package e2e
 
 import (
 	"bytes"
@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guardctl/guardctl/certstore"
 	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/testenv"
 	"github.com/guardctl/guardctl/vtpm"
 )
 
@@ -69,8 +71,15 @@ func requireCleanStore(t *testing.T, store string) {
 
 func loadIdentities(t *testing.T, store string) []*guardian.Guardian {
 	t.Helper()
-	a := &app{storeSpec: store}
-	ids, err := a.identities()
+	// the store's whole guardians with private keys, as guardctl unwraps
+	// with them
+	entries, err := certstore.OpenDir(store).List()
+	var ids []*guardian.Guardian
+	for _, e := range entries {
+		if !e.Broken() && e.Meta.HasPrivateKeys && e.KeyErr == nil {
+			ids = append(ids, e.Guardian)
+		}
+	}
 	if err != nil || len(ids) == 0 {
 		t.Fatalf("identities: %v", err)
 	}
@@ -167,7 +176,7 @@ func TestConcurrentMixed(t *testing.T) {
 // (a 4 KiB tmpfs): each command fails with a clear error and changes
 // nothing. Mounting needs root, which CI has.
 func TestFullDisk(t *testing.T) {
-	requireRoot(t, "mount", "the full-disk test mounts a tmpfs")
+	testenv.Root(t, "the full-disk test mounts a tmpfs", "mount")
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(mnt, 0o700)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package e2e
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/internal/testenv"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 )
@@ -385,7 +386,7 @@ func killCases() []killCase {
 		{
 			name: "vtpm unwrap --force into a qcow2 image",
 			setup: func(t *testing.T, store, dir string) func(int) []string {
-				requireQemu(t)
+				testenv.Root(t, "qcow2 TPM volumes", "qemu-img", "qemu-storage-daemon", "fusermount3")
 				mustGuardctl(t, store, "guardian", "create", "owner", "--host", "h")
 				// two states, unwrapped in turn, so that every run writes
 				for k, text := range qcow2KillStates {
@@ -522,19 +523,6 @@ func killCases() []killCase {
 // qcow2KillStates are the two states the qcow2 kill case unwraps in turn.
 var qcow2KillStates = [2]string{"the first small TPM state in a qcow2 image", "the second small TPM state in a qcow2 image"}
 
-// requireQemu skips t without qemu-img and the rest of the [qemu]
-// condition, and fails it under CI, which has them.
-func requireQemu(t *testing.T) {
-	t.Helper()
-	ok, err := qemuCondition()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ok {
-		t.Skip("qcow2 TPM volumes: not running as root, or qemu-img, qemu-storage-daemon or fusermount3 is missing")
-	}
-}
-
 // runTool runs a tool the test needs, failing t on an error.
 func runTool(t *testing.T, name string, args ...string) {
 	t.Helper()
@@ -593,6 +581,7 @@ func TestKillBetweenReplaceRenames(t *testing.T) {
 		{"store", "check"},
 	} {
 		cmd := guardctlCmd(t, store, "guardian", "import", "shared", "--force", "--signing", sig, "--encryption", enc, "--password-file", pw)
+		cmd.Path = hookedGuardctl(t) // the kill hook is in the build with the test hooks only
 		cmd.Env = append(cmd.Env, killAtEnv+"=replace")
 		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(err.Error(), "killed") {
 			t.Fatalf("import --force was not killed between its renames: %v\n%s", err, out)
