@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,9 @@ import (
 // repoRoot is the repository, relative to this package's directory (go
 // test's working directory).
 const repoRoot = ".."
+
+// exeSuffix is what a program's name ends with on this OS.
+var exeSuffix = map[bool]string{true: ".exe"}[runtime.GOOS == "windows"]
 
 // guardctlBin is the real guardctl, built once by TestMain.
 var guardctlBin string
@@ -36,7 +40,7 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(buildDir)
-	guardctlBin = filepath.Join(buildDir, "guardctl")
+	guardctlBin = filepath.Join(buildDir, "guardctl"+exeSuffix)
 	if err := buildGuardctl(guardctlBin); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -71,7 +75,7 @@ var (
 func hookedGuardctl(t *testing.T) string {
 	t.Helper()
 	hookedOnce.Do(func() {
-		hookedBin = filepath.Join(buildDir, "guardctl-testhooks")
+		hookedBin = filepath.Join(buildDir, "guardctl-testhooks"+exeSuffix)
 		hookedErr = buildGuardctl(hookedBin, "guardctl_testhooks")
 	})
 	if hookedErr != nil {
