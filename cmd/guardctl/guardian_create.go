@@ -51,14 +51,8 @@ dataEncipherment), with their private keys, as New-HgsGuardian
 			if a.dryRun {
 				// Key generation is no check: a dry run says what it
 				// would make and spends no seconds on keys.
-				a.note("guardctl: would create guardian %q in %s", name, st.Location())
-				if a.output == "json" {
-					return writeJSON(a.stdout, struct {
-						Name string `json:"name"`
-						outcome
-					}{name, a.outcome})
-				}
-				return nil
+				a.note("would create guardian %q in %s", name, st.Location())
+				return a.print(nameResult{Name: name, outcome: a.outcome})
 			}
 			g, err := guardian.Generate(guardian.GenerateOptions{Name: name, Host: host, KeySize: keySize, ValidYears: validYears})
 			if err != nil {
@@ -68,7 +62,7 @@ dataEncipherment), with their private keys, as New-HgsGuardian
 			if err != nil {
 				return err
 			}
-			a.note("guardctl: created guardian %q in %s", name, st.Location())
+			a.note("created guardian %q in %s", name, st.Location())
 			a.notice(c)
 			return a.showGuardian(c.Entry)
 		},

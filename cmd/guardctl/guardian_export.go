@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -142,7 +143,7 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	if n := utf8.RuneCountInString(password); n < minExportPassword {
 		// On standard error in every output mode: the files are written,
 		// but whoever gets them can guess the password offline.
-		fmt.Fprintf(a.stderr, "guardctl: warning: the export password is %d characters long; anyone who gets the files can guess a short password offline: use %d or more\n", n, minExportPassword)
+		a.warn("the export password is %d characters long; anyone who gets the files can guess a short password offline: use %d or more", n, minExportPassword)
 	}
 	sigPFX, err := guardian.EncodePFX(g.SigningKey, g.Signing, password, legacy)
 	if err != nil {
@@ -192,13 +193,19 @@ func (a *app) exportPublic(g *guardian.Guardian, dir string, force bool) error {
 }
 
 func (a *app) reportExport(res exportResult) error {
-	if a.output == "json" {
-		return writeJSON(a.stdout, res)
-	}
 	for _, f := range res.Files {
-		fmt.Fprintln(a.stdout, f.Path)
 		if f.Backup != "" {
-			a.note("guardctl: kept the previous %s as %s", f.Path, f.Backup)
+			a.note("kept the previous %s as %s", f.Path, f.Backup)
+		}
+	}
+	return a.print(res)
+}
+
+// writeText lists the files written, one path a line.
+func (res exportResult) writeText(w io.Writer) error {
+	for _, f := range res.Files {
+		if _, err := fmt.Fprintln(w, f.Path); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -104,16 +104,16 @@ not registered.`,
 			a.setChanged(plan.Changed)
 			switch {
 			case !plan.Changed:
-				a.note("guardctl: %s already holds guardian %q with these certificates; unchanged", st.Location(), name)
+				a.note("%s already holds guardian %q with these certificates; unchanged", st.Location(), name)
 				return a.showGuardian(plan.Existing)
 			case a.dryRun:
 				switch {
 				case plan.AddsKeys:
-					a.note("guardctl: would add the private keys to guardian %q, which %s holds public only with these certificates", name, st.Location())
+					a.note("would add the private keys to guardian %q, which %s holds public only with these certificates", name, st.Location())
 				default:
-					a.note("guardctl: would import guardian %q into %s", name, st.Location())
+					a.note("would import guardian %q into %s", name, st.Location())
 					if plan.Existing != nil {
-						a.note("guardctl: the guardian %q there now would go to the trash", name)
+						a.note("the guardian %q there now would go to the trash", name)
 					}
 				}
 				return a.showGuardian(&certstore.Entry{Name: name, Guardian: g, Meta: certstore.Meta{Name: name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin}})
@@ -126,12 +126,12 @@ not registered.`,
 				return err
 			}
 			if plan.AddsKeys {
-				a.note("guardctl: added the private keys to guardian %q in %s (the same certificates; its public-only entry is in the trash)", name, st.Location())
+				a.note("added the private keys to guardian %q in %s (the same certificates; its public-only entry is in the trash)", name, st.Location())
 			} else {
 				if c.ReplacedID != "" {
-					a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
+					a.note("the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
 				}
-				a.note("guardctl: imported guardian %q into %s", name, st.Location())
+				a.note("imported guardian %q into %s", name, st.Location())
 			}
 			a.notice(c)
 			return a.showGuardian(c.Entry)
@@ -179,16 +179,17 @@ func readInput(path string, limit int64) ([]byte, error) {
 // be opened: a missing one is "not found", with a hint.
 func openError(path string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
-		return &cliError{code: exitNotFound, msg: fmt.Sprintf("%s: no such file", path), hint: "check the path (relative paths start from the current directory)", path: path}
+		return &cliError{code: exitNotFound, msg: fmt.Sprintf("%s: no such file", path), hint: "check the path (relative paths start from the current directory)", path: path, err: err}
 	}
-	return &cliError{code: exitNotFound, msg: err.Error(), path: path}
+	return &cliError{code: exitNotFound, msg: err.Error(), path: path, err: err}
 }
 
 // inFile says which file an error is about, keeping the kind of the
 // libraries' errors (guardian, keyprotector and vtpm all have About).
 func inFile(path string, err error) error {
 	var about interface{ About(string) error }
-	if errors.As(err, &about) {
+	var ce *cliError
+	if !errors.As(err, &ce) && errors.As(err, &about) {
 		return about.About(path)
 	}
 	return fmt.Errorf("%s: %w", path, err)

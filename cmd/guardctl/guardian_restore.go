@@ -27,14 +27,8 @@ trash. 'guardctl guardian list --removed' shows what the trash holds.`,
 			if err == nil {
 				a.setChanged(plan.Changed)
 				if a.dryRun {
-					a.note("guardctl: would restore guardian %q", args[0])
-					if a.output == "json" {
-						return writeJSON(a.stdout, struct {
-							Name string `json:"name"`
-							outcome
-						}{args[0], a.outcome})
-					}
-					return nil
+					a.note("would restore guardian %q", args[0])
+					return a.print(nameResult{Name: args[0], outcome: a.outcome})
 				}
 			}
 			var c *certstore.Change
@@ -47,7 +41,7 @@ trash. 'guardctl guardian list --removed' shows what the trash holds.`,
 			if err != nil {
 				return err
 			}
-			a.note("guardctl: restored guardian %q", args[0])
+			a.note("restored guardian %q", args[0])
 			a.notice(c)
 			return a.showGuardian(c.Entry)
 		},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -54,6 +55,12 @@ type kpFileResult struct {
 	code           int
 	err            error
 }
+
+// kpFileResults is the output of grant and revoke: JSON only; in every
+// output mode report says on standard error what happened.
+type kpFileResults []kpFileResult
+
+func (kpFileResults) writeText(io.Writer) error { return nil }
 
 func (c *kpChange) register(cmd *cobra.Command, a *app) {
 	f := cmd.Flags()
@@ -158,10 +165,8 @@ func (c *kpChange) run(a *app, files []string) error {
 			}
 		}
 	}
-	if a.output == "json" {
-		if err := writeJSON(a.stdout, results); err != nil {
-			return err
-		}
+	if err := a.print(kpFileResults(results)); err != nil {
+		return err
 	}
 	c.report(a, results, who)
 	switch {
@@ -219,7 +224,7 @@ func (c *kpChange) report(a *app, results []kpFileResult, who string) {
 		case r.Error != "":
 			failed++
 			if len(results) > 1 {
-				fmt.Fprintf(a.stderr, "guardctl: error: %s\n", r.Error)
+				message(a.stderr, kindError, r.Error)
 			}
 		case r.Changed:
 			changed++
@@ -227,29 +232,29 @@ func (c *kpChange) report(a *app, results []kpFileResult, who string) {
 				backups = append(backups, r.Backup)
 			}
 			if perFile {
-				fmt.Fprintf(a.stderr, "guardctl: %s: %s %s\n", r.File, done, who)
+				a.tell("%s: %s %s", r.File, done, who)
 			}
 		default:
 			unchanged++
 			if perFile {
-				fmt.Fprintf(a.stderr, "guardctl: %s: unchanged (%s %s)\n", r.File, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+				a.tell("%s: unchanged (%s %s)", r.File, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 			}
 		}
 	}
 	removes := map[bool]string{true: "would remove", false: "removed"}[c.dryRun]
 	switch {
 	case len(removed) == 1:
-		fmt.Fprintf(a.stderr, "guardctl: %s the earlier backup %s, which still let %s unwrap\n", removes, removed[0], who)
+		a.tell("%s the earlier backup %s, which still let %s unwrap", removes, removed[0], who)
 	case len(removed) > 1:
-		fmt.Fprintf(a.stderr, "guardctl: %s the %d earlier backups that still let %s unwrap: %s\n", removes, len(removed), who, strings.Join(removed, ", "))
+		a.tell("%s the %d earlier backups that still let %s unwrap: %s", removes, len(removed), who, strings.Join(removed, ", "))
 	}
 	switch {
 	case len(backups) == 1:
-		fmt.Fprintf(a.stderr, "guardctl: the backup %s still lets %s unwrap: delete it once it is not needed\n", backups[0], who)
+		a.tell("the backup %s still lets %s unwrap: delete it once it is not needed", backups[0], who)
 	case len(backups) > 1:
-		fmt.Fprintf(a.stderr, "guardctl: the %d backups (%s, ...) still let %s unwrap: delete them once they are not needed\n", len(backups), backups[0], who)
+		a.tell("the %d backups (%s, ...) still let %s unwrap: delete them once they are not needed", len(backups), backups[0], who)
 	}
-	fmt.Fprintf(a.stderr, "guardctl: %s %d, unchanged %d, failed %d\n", done, changed, unchanged, failed)
+	a.tell("%s %d, unchanged %d, failed %d", done, changed, unchanged, failed)
 }
 
 // apply changes one file: read, verify, change and replace it, under a

@@ -76,7 +76,7 @@ func (f *kpCreateFlags) create(a *app, key []byte, fresh bool) error {
 			}
 			if p := f.sameProtector(owner, gs, known); p != nil {
 				a.setChanged(false)
-				a.note("guardctl: %s already protects this key for these guardians; unchanged", f.out)
+				a.note("%s already protects this key for these guardians; unchanged", f.out)
 				v, err := a.describeKP(f.out, p, nil)
 				if err != nil {
 					return err
@@ -105,7 +105,7 @@ func (f *kpCreateFlags) create(a *app, key []byte, fresh bool) error {
 		}
 	}
 	a.setChanged(true)
-	a.note("guardctl: %s %s", a.would("wrote"), f.out)
+	a.note("%s %s", a.would("wrote"), f.out)
 	v, err := a.describeKP(f.out, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
 	if err != nil {
 		return err

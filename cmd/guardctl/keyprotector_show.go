@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -50,6 +51,8 @@ type kpView struct {
 	Guardians  []kpGuardianView `json:"guardians"`
 	startView
 	outcome
+
+	store string // the store's description, for the text form
 }
 
 // describeKP builds the view of p as this store sees it. verr is what
@@ -136,6 +139,7 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 	default:
 		v.Verified = true
 	}
+	v.store = a.storeDescription()
 	return v, nil
 }
 
@@ -149,16 +153,20 @@ func unverifiedError(file, what string, ownerUnknown bool) error {
 	return e
 }
 
+// printKP prints a key protector (kp show, new and wrap).
 func (a *app) printKP(v kpView) error {
-	if a.output == "json" {
-		v.outcome = a.outcome
-		return writeJSON(a.stdout, v)
-	}
+	v.outcome = a.outcome
+	return a.print(v)
+}
+
+// writeText writes the key protector's details, its guardians as a table,
+// and the verdict.
+func (v kpView) writeText(w io.Writer) error {
 	status := v.Signatures
 	if v.Problem != "" {
 		status += ": " + v.Problem
 	}
-	unwrap := "no: no guardian in " + a.storeDescription() + " is named in it"
+	unwrap := "no: no guardian in " + v.store + " is named in it"
 	switch {
 	case v.CanUnwrap && !v.OwnerKnown:
 		unwrap = "only with --allow-unknown-owner: guardian " + v.UnwrapWith + " holds a key, but the owner is unknown"
@@ -175,7 +183,7 @@ func (a *app) printKP(v kpView) error {
 	if !v.OwnerKnown {
 		owner = "UNKNOWN to this store: unverified, anyone could have made this key protector"
 	}
-	if err := writeDetails(a.stdout, [][2]string{
+	if err := writeDetails(w, [][2]string{
 		{"File", v.File},
 		{"Signatures", status},
 		{"Owner", owner},
@@ -184,7 +192,7 @@ func (a *app) printKP(v kpView) error {
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintln(a.stdout)
+	fmt.Fprintln(w)
 	rows := make([][]string, 0, len(v.Guardians))
 	for _, g := range v.Guardians {
 		local := "-"
@@ -199,11 +207,11 @@ func (a *app) printKP(v kpView) error {
 		}
 		rows = append(rows, []string{fmt.Sprint(g.WrappingID), g.Role, g.SigningSubject, g.SigningThumbprint, g.NotAfter.Format(time.DateOnly), local})
 	}
-	if err := writeTable(a.stdout, []string{"ID", "ROLE", "SIGNING SUBJECT", "SIGNING THUMBPRINT", "EXPIRES", "LOCAL GUARDIAN"}, rows); err != nil {
+	if err := writeTable(w, []string{"ID", "ROLE", "SIGNING SUBJECT", "SIGNING THUMBPRINT", "EXPIRES", "LOCAL GUARDIAN"}, rows); err != nil {
 		return err
 	}
-	fmt.Fprintln(a.stdout)
-	_, err := fmt.Fprintln(a.stdout, v.Verdict)
+	fmt.Fprintln(w)
+	_, err := fmt.Fprintln(w, v.Verdict)
 	return err
 }
 

@@ -218,15 +218,20 @@ func dateText(t *time.Time) string {
 	return t.UTC().Format(time.DateOnly)
 }
 
-// showGuardian writes one guardian in the chosen format.
+// guardianResult is one guardian as guardian show, create, import and
+// restore print it.
+type guardianResult struct {
+	guardianView
+	outcome
+}
+
+// showGuardian prints one guardian.
 func (a *app) showGuardian(e *certstore.Entry) error {
-	v := newGuardianView(e, time.Now())
-	if a.output == "json" {
-		return writeJSON(a.stdout, struct {
-			guardianView
-			outcome
-		}{v, a.outcome})
-	}
+	return a.print(guardianResult{newGuardianView(e, time.Now()), a.outcome})
+}
+
+func (r guardianResult) writeText(w io.Writer) error {
+	v := r.guardianView
 	pairs := [][2]string{
 		{"Name", v.Name},
 		{"Keys", v.keysText()},
@@ -253,7 +258,7 @@ func (a *app) showGuardian(e *certstore.Entry) error {
 			[2]string{c.role + " valid", c.v.NotBefore.Format(time.DateOnly) + " to " + c.v.NotAfter.Format(time.DateOnly)},
 		)
 	}
-	return writeDetails(a.stdout, pairs)
+	return writeDetails(w, pairs)
 }
 
 func yesNo(b bool) string {
@@ -261,22 +266,4 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-// notice tells the user, on standard error and also in JSON mode, what the
-// store said must be told once (for example that a name was not
-// registered).
-func (a *app) notice(c *certstore.Change) {
-	if c != nil && c.Notice != "" {
-		fmt.Fprintf(a.stderr, "guardctl: notice: %s\n", c.Notice)
-	}
-}
-
-// note writes a message for people to standard error (never in JSON mode,
-// where the JSON on standard output says it all).
-func (a *app) note(format string, args ...any) {
-	if a.output == "json" {
-		return
-	}
-	fmt.Fprintf(a.stderr, format+"\n", args...)
 }

@@ -188,7 +188,7 @@ func (a *app) canPrompt() bool {
 		ok := terminalAnswers(a.stdin, a.stderr, terminalTimeout)
 		a.answers = &ok
 		if !ok {
-			fmt.Fprintf(a.stderr, "guardctl: the terminal did not answer within %v; not prompting\n", terminalTimeout)
+			a.tell("the terminal did not answer within %v; not prompting", terminalTimeout)
 		}
 	}
 	return *a.answers

@@ -77,22 +77,22 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	// changes what is on disk too.
 	a.setChanged(changed || (len(stale) > 0 && !c.keepBackup))
 	if !changed {
-		a.note("guardctl: %s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+		a.note("%s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 	} else if a.dryRun {
-		a.note("guardctl: would write %s", file)
+		a.note("would write %s", file)
 	} else if backup != "" {
 		if c.verb == "revoke" {
-			a.note("guardctl: %s written; the backup %s still lets %s open it: delete it once it is not needed", file, backup, who)
+			a.note("%s written; the backup %s still lets %s open it: delete it once it is not needed", file, backup, who)
 		} else {
-			a.note("guardctl: %s written; the previous version is %s", file, backup)
+			a.note("%s written; the previous version is %s", file, backup)
 		}
 	}
 	switch {
 	case len(stale) == 0:
 	case c.keepBackup:
-		a.note("guardctl: the earlier backups %s still let %s open it (--keep-backup): delete them once they are not needed", strings.Join(stale, ", "), who)
+		a.note("the earlier backups %s still let %s open it (--keep-backup): delete them once they are not needed", strings.Join(stale, ", "), who)
 	default:
-		a.note("guardctl: %s the earlier backups that still let %s open it: %s", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], who, strings.Join(stale, ", "))
+		a.note("%s the earlier backups that still let %s open it: %s", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], who, strings.Join(stale, ", "))
 	}
 	_, err = a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}), func(v *bundleView) {
 		v.Backup = backup
