@@ -103,6 +103,20 @@ func (c *checker) move(f Finding, path string) {
 	c.out = append(c.out, f)
 }
 
+// removeEmpty adds f, an empty directory found at path, which --repair
+// removes: it holds nothing to keep.
+func (c *checker) removeEmpty(f Finding, path string) {
+	f.Repairable = true
+	if c.repair {
+		if err := os.Remove(path); err != nil {
+			f.Repairable, f.CannotRepair = false, fmt.Sprintf("removing it failed: %v", err)
+		} else {
+			f.Action = "removed (it was empty)"
+		}
+	}
+	c.out = append(c.out, f)
+}
+
 // chmod adds f, found at path, which --repair sets to mode.
 func (c *checker) chmod(f Finding, path string, mode fs.FileMode) {
 	f.Repairable = true
@@ -119,7 +133,8 @@ func (c *checker) chmod(f Finding, path string, mode fs.FileMode) {
 // Check inspects the store under the exclusive lock (so that no write is in
 // flight and every temporary entry is a leftover) and, with repair, moves
 // broken entries and leftovers to lost+found and tightens permissions.
-// Nothing is ever deleted. A repair that cannot be made (or fails) for one
+// Nothing is ever deleted but empty directories (and, when the lock is
+// taken, the purges a killed run left, which the user asked to delete). A repair that cannot be made (or fails) for one
 // finding says so in its CannotRepair, and the others are still made; the
 // error is for a store that cannot be checked at all.
 func (s *Dir) Check(repair bool) ([]Finding, error) {
@@ -196,7 +211,12 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	}
 	for _, n := range leftovers {
 		p := s.path(tmpDir, n)
-		c.move(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "left by an interrupted write; it was never part of the store"}, p)
+		f := Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "left by an interrupted write; it was never part of the store"}
+		if emptyDir(p) {
+			c.removeEmpty(f, p)
+			continue
+		}
+		c.move(f, p)
 	}
 	top, err := readNames(s.dir)
 	if err != nil {
@@ -237,7 +257,7 @@ func (s *Dir) checkTrash(c *checker) error {
 			continue
 		}
 		if len(names) == 0 {
-			c.move(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "an empty trash entry, left by an interrupted remove or restore"}, p)
+			c.removeEmpty(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "an empty trash entry, left by an interrupted remove or restore"}, p)
 			continue
 		}
 		_, validID := trashTime(id)
@@ -263,6 +283,17 @@ func (s *Dir) checkTrash(c *checker) error {
 		}
 	}
 	return nil
+}
+
+// emptyDir reports whether path is a directory (not a link to one) with
+// nothing in it.
+func emptyDir(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	names, err := readNames(path)
+	return err == nil && len(names) == 0
 }
 
 // permFor is the mode a store path should have: private keys 0600,

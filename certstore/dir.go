@@ -81,12 +81,14 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		if err := s.checkTrust(); err != nil {
 			return nil, err
 		}
-	} else if s.pendingReplace() {
+	} else if s.pendingReplace() || s.pendingPurge() {
 		// A replacement killed half-way: finish it first, so that no
-		// reader sees its guardian missing. A reader that cannot write
-		// the store reads it as it is.
+		// reader sees its guardian missing; and a purge, so that its keys
+		// do not outlive the run that was deleting them. A reader that
+		// cannot write the store reads it as it is.
 		if unlock, err := takeLock(s.path(lockName), true, s.LockTimeout); err == nil {
 			s.finishReplaces()
+			s.finishPurges()
 			unlock()
 		}
 	}
@@ -95,6 +97,10 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		return unlock, err
 	}
 	if err := s.finishReplaces(); err != nil {
+		unlock()
+		return nil, err
+	}
+	if err := s.finishPurges(); err != nil {
 		unlock()
 		return nil, err
 	}

@@ -224,7 +224,7 @@ func (s *Dir) Remove(name string, purge bool) (string, error) {
 	if !purge {
 		return s.toTrash(name)
 	}
-	doomed := s.path(tmpDir, newID(time.Now())+"-purge-"+name)
+	doomed := s.path(tmpDir, newID(time.Now())+purgeInfix+name)
 	if err := os.Rename(live, doomed); err != nil {
 		return "", err
 	}
@@ -232,6 +232,45 @@ func (s *Dir) Remove(name string, purge bool) (string, error) {
 		return "", err
 	}
 	return "", os.RemoveAll(doomed)
+}
+
+// purgeInfix is between the ID and the guardian's name of an entry, under
+// .tmp, that a purge took out of the live set to delete it.
+const purgeInfix = "-purge-"
+
+// purgeEntry is the shape of the names Remove gives what it purges.
+var purgeEntry = regexp.MustCompile(`^\d{8}T\d{6}\.\d{9}Z-[0-9a-f]{8}` + purgeInfix)
+
+// finishPurges deletes what purges a killed run left under .tmp: the user
+// asked for those private keys to be gone, so the next run finishes the
+// deletion instead of leaving them for store check to move aside as
+// something recoverable. The exclusive lock is held, so no purge is under
+// way in another process.
+func (s *Dir) finishPurges() error {
+	names, err := readNames(s.path(tmpDir))
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if !purgeEntry.MatchString(n) || guardian.ValidateName(n[len(purgeEntry.FindString(n)):]) != nil {
+			continue
+		}
+		if err := os.RemoveAll(s.path(tmpDir, n)); err != nil {
+			return fmt.Errorf("finishing the interrupted purge of guardian %q: %w", n[len(purgeEntry.FindString(n)):], err)
+		}
+	}
+	return nil
+}
+
+// pendingPurge reports whether a killed purge waits under .tmp.
+func (s *Dir) pendingPurge() bool {
+	names, _ := readNames(s.path(tmpDir))
+	for _, n := range names {
+		if purgeEntry.MatchString(n) {
+			return true
+		}
+	}
+	return false
 }
 
 // Removed is a guardian in the trash.

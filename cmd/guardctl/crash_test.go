@@ -187,6 +187,10 @@ func TestFullDisk(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(mnt, "out")); len(left) != 0 {
 		t.Errorf("export to a full disk left %d files", len(left))
 	}
+	// nor the --dir it made (issue 20, item 8)
+	if _, err := os.Lstat(filepath.Join(mnt, "out")); err == nil {
+		t.Error("export to a full disk left the directory it made")
+	}
 
 	// a store on the full disk: create fails, the store stays clean
 	mstore := filepath.Join(mnt, "store")

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -198,14 +199,27 @@ func dropKept(kept, backup, staging string) {
 // MakeStagingDir makes a new directory of mode 0700 in dir for the backups
 // of the files in dir that Update keeps by linking (UpdateOptions
 // StagingDir). The caller removes it (os.Remove) once those Updates are
-// done; a kill leaves it, private, with what was under way.
+// done; a kill leaves it, private, with what was under way. It is marked
+// live for as long as this process runs, and the empty ones earlier runs
+// that were killed left in dir are removed first.
 func MakeStagingDir(dir string) (string, error) {
+	RemoveLeftovers(dir)
 	name := tempName(filepath.Join(dir, "backups"))
 	if err := os.Mkdir(name, 0o700); err != nil {
 		return "", err
 	}
+	if f, err := os.Open(name); err == nil {
+		if markLive(f) {
+			stagingMarks.Store(name, f) // held until the process ends
+		} else {
+			f.Close()
+		}
+	}
 	return name, nil
 }
+
+// stagingMarks holds the open staging directories that carry a live mark.
+var stagingMarks sync.Map
 
 func readBounded(f *os.File, limit int64) ([]byte, error) {
 	if limit <= 0 {
