@@ -26,6 +26,10 @@ const (
 	FindingUnexpected FindingKind = "unexpected"
 	// FindingPermissions: a key or directory readable by others.
 	FindingPermissions FindingKind = "permissions"
+	// FindingUnverified: a guardian in trash/ or lost+found/ that is not
+	// what guardctl moved there, as it was (planted, changed since, dated
+	// in the future): restore and recover ask before bringing it back.
+	FindingUnverified FindingKind = "unverified"
 
 	// The Hyper-V store's own findings (FindingBroken and FindingLeftover
 	// are used there too).
@@ -205,6 +209,7 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	if err := s.checkTrash(c); err != nil {
 		return nil, err
 	}
+	s.checkLost(c)
 	leftovers, err := readNames(s.path(tmpDir))
 	if err != nil {
 		return nil, err
@@ -224,7 +229,7 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	}
 	for _, n := range top {
 		switch n {
-		case guardiansDir, trashDir, tmpDir, lostDir, lockName:
+		case guardiansDir, trashDir, tmpDir, lostDir, lockName, movesFile:
 			continue
 		}
 		p := s.path(n)
@@ -244,6 +249,7 @@ func (s *Dir) checkTrash(c *checker) error {
 	if err != nil {
 		return err
 	}
+	moves := s.loadMoves()
 	for _, id := range ids {
 		p := s.path(trashDir, id)
 		fi, err := os.Lstat(p)
@@ -260,12 +266,20 @@ func (s *Dir) checkTrash(c *checker) error {
 			c.removeEmpty(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "an empty trash entry, left by an interrupted remove or restore"}, p)
 			continue
 		}
-		_, validID := trashTime(id)
+		made, validID := trashTime(id)
 		moved := 0
 		for _, n := range names {
 			q := filepath.Join(p, n)
 			d := trashedProblem(q, n)
 			if d == "" && validID {
+				if problem := s.movedProblem(moves, q, made); problem != "" {
+					// Moved to lost+found it no longer stands for a
+					// removal 'guardian restore' brings back.
+					c.move(Finding{Kind: FindingUnverified, Path: c.rel(q), Name: n, Detail: problem}, q)
+					if c.out[len(c.out)-1].Action != "" {
+						moved++
+					}
+				}
 				continue
 			}
 			f := Finding{Kind: FindingUnexpected, Path: c.rel(q), Detail: d}
@@ -283,6 +297,32 @@ func (s *Dir) checkTrash(c *checker) error {
 		}
 	}
 	return nil
+}
+
+// checkLost reports the guardians in lost+found that are not what guardctl
+// moved there, as it was (planted, changed, dated in the future); --repair
+// leaves them, and store recover asks before it brings one back. What
+// guardctl moved there from a leftover is recorded as such and not
+// reported.
+func (s *Dir) checkLost(c *checker) {
+	if s.lostProblem() != "" {
+		return
+	}
+	ids, err := readNames(s.path(lostDir))
+	if err != nil {
+		return
+	}
+	moves := s.loadMoves()
+	for _, id := range ids {
+		it := s.lostItem(id)
+		if it.Kind != "guardian" {
+			continue
+		}
+		p := s.path(lostDir, id)
+		if problem := s.movedProblem(moves, p, it.MovedAt); problem != "" {
+			c.report(Finding{Kind: FindingUnverified, Path: c.rel(p), Name: it.Name, Detail: problem + "; 'guardctl store recover' shows its thumbprints and asks before it brings it back"})
+		}
+	}
 }
 
 // emptyDir reports whether path is a directory (not a link to one) with

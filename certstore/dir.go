@@ -38,6 +38,7 @@ const (
 //	.tmp/                     entries being written; anything here after a
 //	                          crash is a leftover that store check reports
 //	lost+found/               what store check --repair moved aside
+//	moves.json                what guardctl moved to trash/ and lost+found/
 //
 // Every change builds a complete entry under .tmp, syncs it, and renames it
 // into place under the exclusive lock, so a crash or a concurrent run never
@@ -188,6 +189,7 @@ func (s *Dir) moveAsideAs(path, base string) (string, error) {
 		return "", err
 	}
 	dst := s.path(lostDir, newID(time.Now())+"-"+base)
+	s.recordMove(path, dst, s.knownContent(path))
 	if err := os.Rename(path, dst); err != nil {
 		return "", err
 	}

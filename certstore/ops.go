@@ -140,6 +140,10 @@ func (s *Dir) toTrash(name string) (string, error) {
 	if err := atomicfile.MkdirAll(holder); err != nil {
 		return "", err
 	}
+	// Recorded before the move, so that a run killed after it leaves no
+	// unrecorded entry (a record of what never arrived is dropped later).
+	// A record that cannot be written only makes restore ask.
+	s.recordMove(s.path(guardiansDir, name), filepath.Join(holder, name), true)
 	if err := os.Rename(s.path(guardiansDir, name), filepath.Join(holder, name)); err != nil {
 		os.Remove(holder)
 		return "", fmt.Errorf("moving guardian %q to the trash: %w", name, err)
@@ -348,8 +352,23 @@ func trashedProblem(path, name string) string {
 	return ""
 }
 
-// Restore brings back the most recently removed guardian called name.
+// Restore brings back the most recently removed guardian called name that
+// guardctl moved to the trash and that is as it was then. When the trash
+// holds only others of that name (planted, changed, dated in the future,
+// or removed by a guardctl that kept no record), it returns an
+// *UnverifiedError naming the newest, which RestoreID brings back.
 func (s *Dir) Restore(name string) (*Change, error) {
+	return s.restore(name, "")
+}
+
+// RestoreID brings back the removed guardian name from the trash entry id,
+// whether or not guardctl's record of moving it there matches: for a
+// person who saw an UnverifiedError's thumbprints and confirmed.
+func (s *Dir) RestoreID(name, id string) (*Change, error) {
+	return s.restore(name, id)
+}
+
+func (s *Dir) restore(name, id string) (*Change, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -366,11 +385,21 @@ func (s *Dir) Restore(name string) (*Change, error) {
 	if err != nil {
 		return nil, err
 	}
+	moves := s.loadMoves()
+	var first *UnverifiedError
 	for _, r := range removed {
-		if r.Name != name {
+		if r.Name != name || (id != "" && r.ID != id) {
 			continue
 		}
 		holder := s.path(trashDir, r.ID)
+		if id == "" {
+			if problem := s.movedProblem(moves, filepath.Join(holder, name), r.RemovedAt); problem != "" {
+				if first == nil {
+					first = unverified(s, filepath.Join(holder, name), r.ID, name, problem)
+				}
+				continue
+			}
+		}
 		if err := os.Rename(filepath.Join(holder, name), live); err != nil {
 			return nil, fmt.Errorf("restoring guardian %q: %w", name, err)
 		}
@@ -379,6 +408,9 @@ func (s *Dir) Restore(name string) (*Change, error) {
 		}
 		os.Remove(holder) // only if empty
 		return &Change{Entry: loadEntry(live, name)}, nil
+	}
+	if first != nil {
+		return nil, first
 	}
 	return nil, fmt.Errorf("removed guardian %q %w in the trash of %s", name, ErrNotFound, s.dir)
 }
