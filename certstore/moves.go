@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -74,8 +76,10 @@ func (s *Dir) relPath(p string) string {
 	return filepath.ToSlash(r)
 }
 
-// contentDigest is the SHA-256 over the names and contents of the regular
-// files in the directory at path (or of the file at path), in name order.
+// contentDigest is the SHA-256 over the names, types, sizes and contents of
+// the files in the directory at path (or of the file at path), in name
+// order. Only regular files are read, streamed, so a planted FIFO or a huge
+// file neither blocks nor fills memory.
 func contentDigest(path string) string {
 	h := sha256.New()
 	fi, err := os.Lstat(path)
@@ -83,9 +87,7 @@ func contentDigest(path string) string {
 		return ""
 	}
 	if !fi.IsDir() {
-		if raw, err := os.ReadFile(path); err == nil {
-			h.Write(raw)
-		}
+		hashFile(h, path, fi)
 		return hex.EncodeToString(h.Sum(nil))
 	}
 	names, _ := readNames(path)
@@ -96,13 +98,21 @@ func contentDigest(path string) string {
 			continue
 		}
 		fmt.Fprintf(h, "%s\x00%s\x00%d\x00", n, fi.Mode().Type(), fi.Size())
-		if fi.Mode().IsRegular() {
-			if raw, err := os.ReadFile(p); err == nil {
-				h.Write(raw)
-			}
-		}
+		hashFile(h, p, fi)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+func hashFile(h io.Writer, path string, fi fs.FileInfo) {
+	if !fi.Mode().IsRegular() {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	io.Copy(h, f)
 }
 
 // movedProblem says why the trash or lost+found entry at path, whose ID

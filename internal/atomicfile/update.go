@@ -221,11 +221,22 @@ func MakeStagingDir(dir string) (string, error) {
 // stagingMarks holds the open staging directories that carry a live mark.
 var stagingMarks sync.Map
 
+// readBounded reads f whole, refusing more than limit (0: no limit): a
+// regular file over it by its size, before a byte is read, and the rest
+// into a buffer of the file's size rather than one grown by doubling.
 func readBounded(f *os.File, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		return io.ReadAll(f)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	var buf bytes.Buffer
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		if fi.Size() > limit {
+			return nil, &TooLargeError{Limit: limit}
+		}
+		buf.Grow(int(fi.Size()) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(f, limit+1))
+	data := buf.Bytes()
 	if err != nil {
 		return nil, err
 	}
