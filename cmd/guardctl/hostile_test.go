@@ -30,11 +30,6 @@ import (
 // SafeContents that is itself encrypted at 1,000,000 iterations (their cost
 // shows only after decryption). No MAC, which PKCS#12 allows.
 
-type hostileAlg struct {
-	Algorithm  asn1.ObjectIdentifier
-	Parameters asn1.RawValue `asn1:"optional"`
-}
-
 type hostileContentInfo struct {
 	ContentType asn1.ObjectIdentifier
 	Content     asn1.RawValue
