@@ -285,6 +285,11 @@ type Removed struct {
 	// Signing and Encryption are the removed guardian's thumbprints where
 	// the store records them (Hyper-V's does), else empty.
 	Signing, Encryption string
+	// Unverified says why the directory store cannot vouch for this entry
+	// (no record of guardctl moving it there, files changed since, a time
+	// in the future, which RemovedAt then does not repeat); restore asks
+	// before it brings such an entry back.
+	Unverified string
 }
 
 // Trash lists removed guardians, newest first.
@@ -302,6 +307,7 @@ func (s *Dir) trash() ([]Removed, error) {
 	if err != nil {
 		return nil, err
 	}
+	moves := s.loadMoves()
 	var out []Removed
 	for i := len(ids) - 1; i >= 0; i-- {
 		ts, ok := trashTime(ids[i])
@@ -314,7 +320,12 @@ func (s *Dir) trash() ([]Removed, error) {
 		}
 		for _, n := range names {
 			if trashedProblem(s.path(trashDir, ids[i], n), n) == "" {
-				out = append(out, Removed{Name: n, ID: ids[i], RemovedAt: ts})
+				r := Removed{Name: n, ID: ids[i], RemovedAt: ts}
+				r.Unverified = s.movedProblem(moves, s.path(trashDir, ids[i], n), ts)
+				if ts.After(time.Now().Add(clockSkew)) {
+					r.RemovedAt = time.Time{} // made up
+				}
+				out = append(out, r)
 			}
 		}
 	}
@@ -385,20 +396,17 @@ func (s *Dir) restore(name, id string) (*Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	moves := s.loadMoves()
 	var first *UnverifiedError
 	for _, r := range removed {
 		if r.Name != name || (id != "" && r.ID != id) {
 			continue
 		}
 		holder := s.path(trashDir, r.ID)
-		if id == "" {
-			if problem := s.movedProblem(moves, filepath.Join(holder, name), r.RemovedAt); problem != "" {
-				if first == nil {
-					first = unverified(s, filepath.Join(holder, name), r.ID, name, problem)
-				}
-				continue
+		if id == "" && r.Unverified != "" {
+			if first == nil {
+				first = unverified(s, filepath.Join(holder, name), r.ID, name, r.Unverified)
 			}
+			continue
 		}
 		if err := os.Rename(filepath.Join(holder, name), live); err != nil {
 			return nil, fmt.Errorf("restoring guardian %q: %w", name, err)
