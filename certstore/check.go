@@ -233,6 +233,21 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 			continue
 		}
 		p := s.path(n)
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && strings.HasPrefix(n, atomicfile.TempPrefix) {
+			// moves.json's temporary file, from a run killed while
+			// writing it under the lock this check holds: a record of
+			// a move, never a guardian.
+			f := Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "a temporary file of an interrupted write", Repairable: true}
+			if repair {
+				if err := os.Remove(p); err != nil {
+					f.Repairable, f.CannotRepair = false, fmt.Sprintf("removing it failed: %v", err)
+				} else {
+					f.Action = "removed (an interrupted write's temporary file)"
+				}
+			}
+			c.report(f)
+			continue
+		}
 		c.move(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "not part of a guardctl store"}, p)
 	}
 	return c.out, nil

@@ -63,6 +63,14 @@ func TestNextRunRemovesLeftovers(t *testing.T) {
 		}
 	}
 
+	// The same for a grant that keeps no backup (no staging directory).
+	os.WriteFile(deadFile, []byte("half"), 0o600)
+	mustGuardctl(t, store, "guardian", "create", "third", "--host", "h")
+	mustGuardctl(t, store, "kp", "grant", kp, "--guardian", "third", "--yes", "--no-backup")
+	if _, err := os.Lstat(deadFile); err == nil {
+		t.Error("the next grant --no-backup left a leftover temporary file beside the key protector")
+	}
+
 	// The same for a plain write of a file there (kp new --out).
 	os.WriteFile(deadFile, []byte("half"), 0o600)
 	mustGuardctl(t, store, "kp", "new", "--owner", "owner", "--out", filepath.Join(dir, "b.kp"))

@@ -47,6 +47,9 @@ type UpdateOptions struct {
 // change made meanwhile makes the whole read-modify-write start again. The
 // new file keeps the old one's mode. It refuses a symbolic link.
 func Update(path string, opt UpdateOptions, change func(old []byte) ([]byte, error)) (backup string, changed bool, err error) {
+	if !opt.DryRun {
+		removeLeftoversOnce(filepath.Dir(path))
+	}
 	for attempt := 0; ; attempt++ {
 		f, err := openLocked(path)
 		if err != nil {
@@ -220,6 +223,16 @@ func MakeStagingDir(dir string) (string, error) {
 
 // stagingMarks holds the open staging directories that carry a live mark.
 var stagingMarks sync.Map
+
+// cleanedDirs holds the directories whose leftovers this process removed:
+// a batch of Updates in one directory looks there once, not once per file.
+var cleanedDirs sync.Map
+
+func removeLeftoversOnce(dir string) {
+	if _, done := cleanedDirs.LoadOrStore(dir, true); !done {
+		RemoveLeftovers(dir)
+	}
+}
 
 // readBounded reads f whole, refusing more than limit (0: no limit): a
 // regular file over it by its size, before a byte is read, and the rest
