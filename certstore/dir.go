@@ -38,6 +38,7 @@ const (
 //	.tmp/                     entries being written; anything here after a
 //	                          crash is a leftover that store check reports
 //	lost+found/               what store check --repair moved aside
+//	moves.json                what guardctl moved to trash/ and lost+found/
 //
 // Every change builds a complete entry under .tmp, syncs it, and renames it
 // into place under the exclusive lock, so a crash or a concurrent run never
@@ -81,12 +82,14 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		if err := s.checkTrust(); err != nil {
 			return nil, err
 		}
-	} else if s.pendingReplace() {
+	} else if s.pendingReplace() || s.pendingPurge() {
 		// A replacement killed half-way: finish it first, so that no
-		// reader sees its guardian missing. A reader that cannot write
-		// the store reads it as it is.
+		// reader sees its guardian missing; and a purge, so that its keys
+		// do not outlive the run that was deleting them. A reader that
+		// cannot write the store reads it as it is.
 		if unlock, err := takeLock(s.path(lockName), true, s.LockTimeout); err == nil {
 			s.finishReplaces()
+			s.finishPurges()
 			unlock()
 		}
 	}
@@ -95,6 +98,10 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		return unlock, err
 	}
 	if err := s.finishReplaces(); err != nil {
+		unlock()
+		return nil, err
+	}
+	if err := s.finishPurges(); err != nil {
 		unlock()
 		return nil, err
 	}
@@ -182,6 +189,7 @@ func (s *Dir) moveAsideAs(path, base string) (string, error) {
 		return "", err
 	}
 	dst := s.path(lostDir, newID(time.Now())+"-"+base)
+	s.recordMove(path, dst, s.knownContent(path))
 	if err := os.Rename(path, dst); err != nil {
 		return "", err
 	}

@@ -158,7 +158,7 @@ unwrap' gives back the same bytes on any host holding one of them.`, keyprotecto
 		Example: `  guardctl kp wrap --owner UntrustedGuardian --guardian host-b --key-file swtpm.key --out vm1.kp`,
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key, err := readInput(keyFile, keyprotector.MaxKeySize+1)
+			key, err := readSecretInput(keyFile, keyprotector.MaxKeySize+1)
 			if err != nil {
 				return err
 			}

@@ -23,7 +23,7 @@ type passwordSource struct {
 // (entered twice when confirm is set, because it protects something new).
 func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, error) {
 	if p.file != "" {
-		b, err := readInput(p.file, maxPasswordFile)
+		b, err := readSecretInput(p.file, maxPasswordFile)
 		var ce *cliError
 		if errors.As(err, &ce) && ce.code == exitNotFound {
 			ce.hint = fmt.Sprintf("--password-file %s names the file that holds the password; check its path (relative paths start from the current directory)", p.file)
