@@ -156,7 +156,7 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	for _, n := range names {
 		p := s.path(guardiansDir, n)
 		closed := s.checkClosed(p, c)
-		e := loadEntry(p, n)
+		e := loadEntry(p, n, s.tpm)
 		if closed {
 			// What its owner cannot read yet is not damage: the real
 			// run reads it once its mode is set.
