@@ -17,6 +17,7 @@ type vtpmAccess struct {
 	rotate       bool
 	keepBackup   bool
 	allowExpired bool
+	noEscrow     bool
 }
 
 func (c *vtpmAccess) run(a *app, file string) error {
@@ -102,6 +103,15 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 	if err != nil || !changed {
 		return nil, err
 	}
+	if c.verb == "revoke" && !c.noEscrow {
+		left, err := keyprotector.Parse(kpXML)
+		if err != nil {
+			return nil, err
+		}
+		if err := left.CheckEscrow(ids, nil); err != nil {
+			return nil, err
+		}
+	}
 	if !c.rotate {
 		return b.Reseal(keyprotector.EncodeFile(kpXML)), nil
 	}
@@ -163,6 +173,7 @@ it would still open for H.`,
 	if verb == "revoke" {
 		f.BoolVar(&c.rotate, "rotate", false, "re-encrypt the payload under a new transport key")
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous bundle as a .bak (0600), which still lets the revoked guardian open it")
+		addNoEscrow(cmd, &c.noEscrow)
 	}
 	a.addDryRun(cmd)
 	return asksToConfirm(cmd)
