@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/tpmkey"
 )
 
 // FindingKind classifies what store check found.
@@ -26,6 +28,10 @@ const (
 	FindingUnexpected FindingKind = "unexpected"
 	// FindingPermissions: a key or directory readable by others.
 	FindingPermissions FindingKind = "permissions"
+	// FindingTPMKey: a TPM guardian whose keys do not load into this TPM
+	// (another machine's TPM, a TPM cleared since, or no TPM). Nothing
+	// repairs that: the escrow guardian opens its key protectors.
+	FindingTPMKey FindingKind = "tpm-key"
 
 	// The Hyper-V store's own findings (FindingBroken and FindingLeftover
 	// are used there too).
@@ -180,7 +186,12 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 			c.move(Finding{Kind: FindingBroken, Path: c.rel(p), Name: n, Detail: e.Problem}, p)
 			continue
 		}
-		for _, f := range []string{"", signingKeyFile, encryptionKeyFile} {
+		keyFiles := []string{"", signingKeyFile, encryptionKeyFile}
+		if e.Meta.Keys == guardian.KeysTPM {
+			keyFiles = []string{"", signingTPMKeyFile, encryptionTPMKeyFile}
+			s.checkTPMKeys(e, c.rel(p), c)
+		}
+		for _, f := range keyFiles {
 			if f != "" && !e.Meta.HasPrivateKeys {
 				continue
 			}
@@ -211,6 +222,22 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 		c.move(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "not part of a guardctl store"}, p)
 	}
 	return c.out, nil
+}
+
+// checkTPMKeys reports a TPM guardian whose keys do not load into the
+// store's TPM, once (the first key that fails says why).
+func (s *Dir) checkTPMKeys(e *Entry, rel string, c *checker) {
+	for _, k := range []any{e.Guardian.SigningKey, e.Guardian.EncryptionKey} {
+		tk, ok := k.(*tpmkey.Key)
+		if !ok {
+			continue
+		}
+		if err := tk.Check(); err != nil {
+			c.report(Finding{Kind: FindingTPMKey, Path: rel, Name: e.Name, Detail: err.Error() +
+				"; nothing here can repair that: open its key protectors with the escrow guardian and grant a new TPM guardian"})
+			return
+		}
+	}
 }
 
 // checkTrash finds what in trash/ is not a removed guardian (trash/ID/NAME,

@@ -47,6 +47,9 @@ type Device struct {
 	conn       transport.TPMCloser
 	identity   *Identity
 	identityOK bool
+	// tpmForIdentity is the TPM while use runs f, for an error that reads
+	// the TPM's identity to say why a key does not load.
+	tpmForIdentity transport.TPM
 }
 
 // Open returns the TPM spec names: a device path (DefaultSpec when spec is
@@ -118,7 +121,10 @@ func (d *Device) use(f func(t transport.TPM) error) error {
 		}
 		d.conn = c
 	}
-	return f(retrying{d.conn})
+	t := retrying{d.conn}
+	d.tpmForIdentity = t
+	defer func() { d.tpmForIdentity = nil }()
+	return f(t)
 }
 
 func (d *Device) open() (transport.TPMCloser, error) {

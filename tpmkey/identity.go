@@ -26,8 +26,22 @@ func (d *Device) Identity() (*Identity, error) {
 	if d.identityOK {
 		return d.identity, nil
 	}
-	id := &Identity{}
+	var id *Identity
 	err := d.use(func(t transport.TPM) error {
+		var err error
+		id, err = d.readIdentity(t)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.identity, d.identityOK = id, true
+	return id, nil
+}
+
+func (d *Device) readIdentity(t transport.TPM) (*Identity, error) {
+	id := &Identity{}
+	err := func() error {
 		cap, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(tpm2.TPMPTManufacturer), PropertyCount: 1}.Execute(t)
 		if err != nil {
 			return d.describe(err, "the TPM's properties", nil)
@@ -66,10 +80,6 @@ func (d *Device) Identity() (*Identity, error) {
 		sum := sha256.Sum256(der)
 		id.EKSHA256 = hex.EncodeToString(sum[:])
 		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	d.identity, d.identityOK = id, true
-	return id, nil
+	}()
+	return id, err
 }

@@ -247,7 +247,7 @@ func (k *Key) Check() error {
 		defer flush()
 		h, err := k.load(t, srk)
 		if err != nil {
-			return k.dev.describe(err, k.Label, nil)
+			return k.dev.describe(err, k.Label, k)
 		}
 		flushHandle(t, h.Handle)
 		return nil
@@ -289,7 +289,7 @@ func (k *Key) run(dir tpm2.AuthOption, f func(t transport.TPM, key tpm2.AuthHand
 		defer flushSRK()
 		h, err := k.load(t, srk)
 		if err != nil {
-			return k.dev.describe(err, k.Label, nil)
+			return k.dev.describe(err, k.Label, k)
 		}
 		defer flushHandle(t, h.Handle)
 		if k.PCRs == nil {
@@ -351,14 +351,14 @@ func flushHandle(t transport.TPM, h tpm2.TPMHandle) {
 
 // describe turns a TPM response into an Error naming the key and what to
 // do; a transport failure says the TPM went away.
-func (d *Device) describe(err error, label string, _ *Key) error {
+func (d *Device) describe(err error, label string, k *Key) error {
 	var te *Error
 	if errors.As(err, &te) || errors.Is(err, rsa.ErrDecryption) {
 		return err
 	}
 	switch {
 	case errors.Is(err, tpm2.TPMRCIntegrity):
-		return d.notLoadable(label, err)
+		return d.notLoadable(label, err, k)
 	case errors.Is(err, tpm2.TPMRCAuthFail):
 		return errorf(KindPIN, "the PIN does not open %s (each wrong PIN counts toward the TPM's dictionary-attack lockout)", label)
 	case errors.Is(err, tpm2.TPMRCLockout):
@@ -374,9 +374,20 @@ func (d *Device) describe(err error, label string, _ *Key) error {
 }
 
 // notLoadable says why a blob does not load: this is another TPM (its
-// endorsement key differs), or this TPM was cleared.
-func (d *Device) notLoadable(label string, cause error) error {
-	return errorf(KindNotLoadable, "%s does not load into this TPM (%s): it was made in another TPM, or this TPM was cleared since (%v)", label, d.spec, shortRC(cause))
+// endorsement key differs from the one recorded), or this TPM was cleared
+// (same endorsement key, new storage seed).
+func (d *Device) notLoadable(label string, cause error, k *Key) error {
+	why := "it was made in another TPM, or this TPM was cleared since"
+	if k != nil && k.Identity != nil && k.Identity.EKSHA256 != "" && d.tpmForIdentity != nil {
+		if now, err := d.readIdentity(d.tpmForIdentity); err == nil {
+			if now.EKSHA256 == k.Identity.EKSHA256 {
+				why = "this TPM was cleared since the key was made (tpm2_clear, or a TPM clear in the firmware settings), which destroys every key made under it"
+			} else {
+				why = fmt.Sprintf("it was made in another TPM (endorsement key SHA-256 %s; this TPM's is %s)", k.Identity.EKSHA256, now.EKSHA256)
+			}
+		}
+	}
+	return errorf(KindNotLoadable, "%s does not load into this TPM (%s): %s (%v)", label, d.spec, why, shortRC(cause))
 }
 
 func shortRC(err error) string {
