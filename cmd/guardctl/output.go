@@ -167,8 +167,10 @@ func (v guardianView) statusText() string {
 
 func (v guardianView) keysText() string {
 	switch {
+	case v.HasPrivateKeys && v.Keys == string(guardian.KeysTPM):
+		return "tpm" // generated in this host's TPM, never exported
 	case v.HasPrivateKeys:
-		return "private (" + v.Keys + ")"
+		return "private" // software keys: the "file" of the JSON's keys
 	case v.Keys == string(guardian.KeysTPM) && v.keysRead > 0:
 		return "one TPM key"
 	case v.keysRead > 0:
