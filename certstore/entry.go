@@ -226,9 +226,7 @@ func loadEntry(dir, name string, tpm *tpmkey.Device) *Entry {
 		e.Problem = strings.Join(problems, "; ")
 		// Without keys, only a public-only guardian's signature file says
 		// the entry was public only, rather than one whose keys are lost.
-		// A TPM guardian's metadata holds its PCR values, which its files
-		// do not: it is not rebuilt from them.
-		e.MetaOnly = !metaOK && !inTPM && len(problems) == metaProblems && g.Signing != nil && g.Encryption != nil &&
+		e.MetaOnly = !metaOK && len(problems) == metaProblems && g.Signing != nil && g.Encryption != nil &&
 			(g.HasPrivateKeys() || g.EncryptionCertSignature != nil) &&
 			g.Validate(guardian.Policy{AllowExpired: true, AllowUntrustedRoot: true}) == nil
 	}

@@ -26,6 +26,12 @@ type Key struct {
 	// Identity is the TPM the key was made in, as recorded then (nil when
 	// not known).
 	Identity *Identity
+	// policy is the key's PCR policy as its blob records it (nil: none),
+	// so that the key stays usable from its blob alone; PCRs only names
+	// what changed.
+	policy *tpm2.PolicyPCR
+	// policyAuth: the policy ends with PolicyAuthValue (the key has a PIN).
+	policyAuth bool
 }
 
 // device is the key's TPM, or an error when the key was read without one.
@@ -74,7 +80,34 @@ func Parse(dev *Device, pemData []byte, label string, pcrs *PCRBinding) (*Key, e
 	if !ok {
 		return nil, errorf(KindInvalid, "%s is not an RSA key", label)
 	}
-	return &Key{dev: dev, file: f, pub: rp, Label: label, PCRs: pcrs}, nil
+	k := &Key{dev: dev, file: f, pub: rp, Label: label, PCRs: pcrs}
+	for _, p := range f.Policy {
+		switch tpm2.TPMCC(p.CommandCode) {
+		case tpm2.TPMCCPolicyPCR:
+			// TPM2B_DIGEST pcrDigest, then TPML_PCR_SELECTION pcrs.
+			cp := p.CommandPolicy
+			if len(cp) < 2 {
+				return nil, errorf(KindInvalid, "%s: damaged PCR policy", label)
+			}
+			n := 2 + (int(cp[0])<<8 | int(cp[1]))
+			if len(cp) < n {
+				return nil, errorf(KindInvalid, "%s: damaged PCR policy", label)
+			}
+			sel, err := tpm2.Unmarshal[tpm2.TPMLPCRSelection](cp[n:])
+			if err != nil {
+				return nil, errorf(KindInvalid, "%s: damaged PCR policy: %v", label, err)
+			}
+			k.policy = &tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: cp[2:n]}, Pcrs: *sel}
+		case tpm2.TPMCCPolicyAuthValue:
+			k.policyAuth = true
+		default:
+			return nil, errorf(KindInvalid, "%s: a policy guardctl does not make (command %#x)", label, p.CommandCode)
+		}
+	}
+	if k.policy == nil && len(f.Policy) > 0 {
+		return nil, errorf(KindInvalid, "%s: a policy without PolicyPCR", label)
+	}
+	return k, nil
 }
 
 // CreateOptions describe a new key.
@@ -292,7 +325,7 @@ func (k *Key) run(dir tpm2.AuthOption, f func(t transport.TPM, key tpm2.AuthHand
 			return k.dev.describe(err, k.Label, k)
 		}
 		defer flushHandle(t, h.Handle)
-		if k.PCRs == nil {
+		if k.policy == nil {
 			h.Auth = tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth(pin), dir, tpm2.Salted(srk.Handle, *srkPub))
 			if err := f(t, *h); err != nil {
 				return k.dev.describe(err, k.Label, nil)
@@ -304,13 +337,15 @@ func (k *Key) run(dir tpm2.AuthOption, f func(t transport.TPM, key tpm2.AuthHand
 			return k.dev.describe(err, k.Label, nil)
 		}
 		defer closeSess()
-		if _, err := k.PCRs.policyPCR(sess.Handle()).Execute(t); err != nil {
+		pp := *k.policy
+		pp.PolicySession = sess.Handle()
+		if _, err := pp.Execute(t); err != nil {
 			if errors.Is(err, tpm2.TPMRCValue) {
 				return k.dev.pcrsChanged(t, k)
 			}
 			return k.dev.describe(err, k.Label, nil)
 		}
-		if len(pin) > 0 {
+		if k.policyAuth {
 			if _, err := (tpm2.PolicyAuthValue{PolicySession: sess.Handle()}).Execute(t); err != nil {
 				return k.dev.describe(err, k.Label, nil)
 			}

@@ -126,8 +126,12 @@ func (d *Device) readPCRs(t transport.TPM, b *PCRBinding) error {
 	return nil
 }
 
-// pcrsChanged names the PCRs whose values differ from those k was bound to.
+// pcrsChanged names the PCRs whose values differ from those k was bound to
+// (when the values at creation are known).
 func (d *Device) pcrsChanged(t transport.TPM, k *Key) error {
+	if k.PCRs == nil {
+		return errorf(KindPCR, "%s is bound to the boot state and the PCRs it is bound to changed since it was made: this host did not boot as it did then", k.Label)
+	}
 	now, err := k.PCRs.read(t)
 	var changed []string
 	if err == nil {
