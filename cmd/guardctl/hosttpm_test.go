@@ -96,6 +96,14 @@ func cmdHostTPM(ts *testscript.TestScript, neg bool, args []string) {
 				}
 			}
 		}
+		if up {
+			// the listener may be another test's swtpm: ours must still be up
+			select {
+			case <-exited:
+				up = false
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
 		if !up {
 			c.Process.Kill()
 			<-exited
