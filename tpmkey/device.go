@@ -45,6 +45,7 @@ type Device struct {
 	pinRead    bool
 	mu         sync.Mutex
 	conn       transport.TPMCloser
+	idMu       sync.Mutex // guards identity, read once
 	identity   *Identity
 	identityOK bool
 	// tpmForIdentity is the TPM while use runs f, for an error that reads

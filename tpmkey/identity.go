@@ -23,6 +23,8 @@ type Identity struct {
 
 // Identity reads the TPM's identity (once per Device).
 func (d *Device) Identity() (*Identity, error) {
+	d.idMu.Lock()
+	defer d.idMu.Unlock()
 	if d.identityOK {
 		return d.identity, nil
 	}

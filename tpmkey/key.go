@@ -192,15 +192,17 @@ func (d *Device) Create(o CreateOptions) (*Key, error) {
 			opts = append(opts, keyfile.WithPolicy(o.PCRs.keyfilePolicy(len(o.PIN) > 0)))
 		}
 		f := keyfile.NewTPMKey(keyfile.OIDLoadableKey, rsp.OutPublic, rsp.OutPrivate, opts...)
-		k, err = Parse(d, f.Bytes(), o.Label, o.PCRs)
-		return err
+		if k, err = Parse(d, f.Bytes(), o.Label, o.PCRs); err != nil {
+			return err
+		}
+		if len(o.PIN) > 0 {
+			// The PIN just set is the one to use with the key.
+			d.pin, d.pinRead = o.PIN, true
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	if len(o.PIN) > 0 {
-		// The PIN just set is the one to use with the key.
-		d.pin, d.pinRead = o.PIN, true
 	}
 	return k, nil
 }
