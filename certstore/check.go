@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/tpmkey"
 )
 
 // FindingKind classifies what store check found.
@@ -30,6 +32,10 @@ const (
 	// what guardctl moved there, as it was (planted, changed since, dated
 	// in the future): restore and recover ask before bringing it back.
 	FindingUnverified FindingKind = "unverified"
+	// FindingTPMKey: a TPM guardian whose keys do not load into this TPM
+	// (another machine's TPM, a TPM cleared since, or no TPM). Nothing
+	// repairs that: the escrow guardian opens its key protectors.
+	FindingTPMKey FindingKind = "tpm-key"
 
 	// The Hyper-V store's own findings (FindingBroken and FindingLeftover
 	// are used there too).
@@ -175,7 +181,7 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	for _, n := range names {
 		p := s.path(guardiansDir, n)
 		closed := s.checkClosed(p, c)
-		e := loadEntry(p, n)
+		e := loadEntry(p, n, s.tpm)
 		if closed {
 			// What its owner cannot read yet is not damage: the real
 			// run reads it once its mode is set.
@@ -199,7 +205,12 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 			c.move(Finding{Kind: FindingBroken, Path: c.rel(p), Name: n, Detail: e.Problem}, p)
 			continue
 		}
-		for _, f := range []string{"", signingKeyFile, encryptionKeyFile} {
+		keyFiles := []string{"", signingKeyFile, encryptionKeyFile}
+		if e.Meta.Keys == guardian.KeysTPM {
+			keyFiles = []string{"", signingTPMKeyFile, encryptionTPMKeyFile}
+			s.checkTPMKeys(e, c.rel(p), c)
+		}
+		for _, f := range keyFiles {
 			if f != "" && !e.Meta.HasPrivateKeys {
 				continue
 			}
@@ -251,6 +262,22 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 		c.move(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "not part of a guardctl store"}, p)
 	}
 	return c.out, nil
+}
+
+// checkTPMKeys reports a TPM guardian whose keys do not load into the
+// store's TPM, once (the first key that fails says why).
+func (s *Dir) checkTPMKeys(e *Entry, rel string, c *checker) {
+	for _, k := range []any{e.Guardian.SigningKey, e.Guardian.EncryptionKey} {
+		tk, ok := k.(*tpmkey.Key)
+		if !ok {
+			continue
+		}
+		if err := tk.Check(); err != nil {
+			c.report(Finding{Kind: FindingTPMKey, Path: rel, Name: e.Name, Detail: err.Error() +
+				"; nothing here can repair that: open its key protectors with the escrow guardian and grant a new TPM guardian"})
+			return
+		}
+	}
 }
 
 // checkTrash finds what in trash/ is not a removed guardian (trash/ID/NAME,
@@ -465,6 +492,11 @@ func (s *Dir) rebuildMeta(dir string, e *Entry) (string, error) {
 		action += "; the damaged one was moved to " + filepath.ToSlash(rel)
 	}
 	meta := Meta{Version: 1, Name: e.Name, HasPrivateKeys: e.Guardian.HasPrivateKeys(), Origin: OriginRecovered, AddedAt: time.Now().UTC().Truncate(time.Second)}
+	if e.Guardian.KeyLocation() == guardian.KeysTPM {
+		// The blobs carry their policy; the TPM's identity and the PCR
+		// values at creation are gone with the old metadata.
+		meta.Keys, meta.TPM = guardian.KeysTPM, tpmMeta(e.Guardian)
+	}
 	if fi, err := os.Stat(filepath.Join(dir, signingCertFile)); err == nil {
 		meta.AddedAt = fi.ModTime().UTC().Truncate(time.Second)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofrs/flock"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/tpmkey"
 )
 
 const (
@@ -34,6 +35,9 @@ const (
 //	    encryption.crt
 //	    signing.key           PKCS#8 PEM private keys, 0600 (absent when public only)
 //	    encryption.key
+//	    signing.tpmkey        or, for a TPM guardian, its TPM key blobs
+//	    encryption.tpmkey     (TSS2 PRIVATE KEY PEM, 0600) and
+//	    encryption.sig        the signature over its encryption certificate
 //	trash/ID/NAME/            removed guardians, restorable
 //	.tmp/                     entries being written; anything here after a
 //	                          crash is a leftover that store check reports
@@ -47,12 +51,18 @@ type Dir struct {
 	dir string
 	// LockTimeout is how long a command waits for another one to finish.
 	LockTimeout time.Duration
+	// tpm is the TPM that TPM guardians' keys are used with (WithTPM).
+	tpm *tpmkey.Device
 }
 
 // OpenDir returns the store in dir; nothing is created until the first
 // change.
-func OpenDir(dir string) *Dir {
-	return &Dir{dir: dir, LockTimeout: 2 * time.Minute}
+func OpenDir(dir string, opts ...Option) *Dir {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return &Dir{dir: dir, LockTimeout: 2 * time.Minute, tpm: o.tpm}
 }
 
 // Location is the store's directory.

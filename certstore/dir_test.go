@@ -3,6 +3,7 @@
 package certstore
 
 import (
+	"crypto/rsa"
 	"errors"
 	"os"
 	"path/filepath"
@@ -43,7 +44,7 @@ func TestAddGetRemoveRestore(t *testing.T) {
 		}
 	}
 	e, err := s.Get("g")
-	if err != nil || e.Broken() || !e.Guardian.SigningKey.Equal(g.SigningKey) || !e.Guardian.Encryption.Equal(g.Encryption) {
+	if err != nil || e.Broken() || !e.Guardian.SigningKey.(*rsa.PrivateKey).Equal(g.SigningKey) || !e.Guardian.Encryption.Equal(g.Encryption) {
 		t.Fatalf("Get: %v %+v", err, e)
 	}
 	if _, err := s.Add(testGuardian(t, "g"), OriginGenerated, false); !errors.Is(err, ErrExists) {
@@ -56,7 +57,7 @@ func TestAddGetRemoveRestore(t *testing.T) {
 		t.Errorf("Get after Remove: %v", err)
 	}
 	r, err := s.Restore("g")
-	if err != nil || r.Entry.Broken() || !r.Entry.Guardian.SigningKey.Equal(g.SigningKey) {
+	if err != nil || r.Entry.Broken() || !r.Entry.Guardian.SigningKey.(*rsa.PrivateKey).Equal(g.SigningKey) {
 		t.Fatalf("Restore: %v", err)
 	}
 	if _, err := s.Restore("g"); !errors.Is(err, ErrExists) {
@@ -178,7 +179,7 @@ func TestRebuildMetaAndRecover(t *testing.T) {
 			t.Errorf("%s after repair: %+v", n, e)
 		}
 	}
-	if e, _ := s.Get("priv"); !e.Guardian.SigningKey.Equal(priv.SigningKey) {
+	if e, _ := s.Get("priv"); !e.Guardian.SigningKey.(*rsa.PrivateKey).Equal(priv.SigningKey) {
 		t.Error("priv's key changed")
 	}
 	if e, _ := s.Get("pub"); e.Meta.HasPrivateKeys || e.Guardian.EncryptionCertSignature == nil {
@@ -225,7 +226,7 @@ func TestRebuildMetaAndRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch.Entry.Broken() || !ch.Entry.Guardian.EncryptionKey.Equal(priv.EncryptionKey) {
+	if ch.Entry.Broken() || !ch.Entry.Guardian.EncryptionKey.(*rsa.PrivateKey).Equal(priv.EncryptionKey) {
 		t.Errorf("recovered: %+v", ch.Entry)
 	}
 	if _, err := s.Recover("priv", "", false, false, true); !errors.Is(err, ErrExists) {

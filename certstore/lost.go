@@ -115,7 +115,7 @@ func (s *Dir) lostItem(id string) LostItem {
 		it.Name = ""
 		return it
 	}
-	e := loadEntry(p, it.Name)
+	e := loadEntry(p, it.Name, s.tpm)
 	it.entry = e
 	it.HasPrivateKeys = e.Meta.HasPrivateKeys
 	for _, k := range []bool{e.Guardian.SigningKey != nil, e.Guardian.EncryptionKey != nil} {
@@ -199,7 +199,7 @@ func (s *Dir) Recover(item, as string, replace, dryRun, accept bool) (*Change, e
 	}
 	e := found.entry
 	if e == nil || e.Name != name {
-		e = loadEntry(s.path(lostDir, found.ID), name)
+		e = loadEntry(s.path(lostDir, found.ID), name, s.tpm)
 		if e.Broken() && !e.MetaOnly {
 			return nil, fmt.Errorf("%s %w: %s", found.Path, ErrUnrecoverable, e.Problem)
 		}
@@ -221,5 +221,5 @@ func (s *Dir) Recover(item, as string, replace, dryRun, accept bool) (*Change, e
 	if err != nil {
 		return nil, err
 	}
-	return &Change{Entry: loadEntry(s.path(guardiansDir, name), name), ReplacedID: replacedID, Notice: notice}, nil
+	return &Change{Entry: loadEntry(s.path(guardiansDir, name), name, s.tpm), ReplacedID: replacedID, Notice: notice}, nil
 }

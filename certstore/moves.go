@@ -154,7 +154,7 @@ func (e *UnverifiedError) Error() string {
 
 // unverified builds the UnverifiedError of the entry at path.
 func unverified(s *Dir, path, id, name, problem string) *UnverifiedError {
-	e := loadEntry(path, name)
+	e := loadEntry(path, name, s.tpm)
 	u := &UnverifiedError{Path: s.relPath(path), ID: id, Name: name, Problem: problem, PublicOnly: !e.Guardian.HasPrivateKeys()}
 	if e.Guardian.Signing != nil {
 		u.Signing = guardian.Thumbprint(e.Guardian.Signing)

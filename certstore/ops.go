@@ -34,7 +34,7 @@ func (s *Dir) Add(g *guardian.Guardian, origin Origin, replace bool) (*Change, e
 	if err != nil {
 		return nil, err
 	}
-	return &Change{Entry: loadEntry(s.path(guardiansDir, g.Name), g.Name), ReplacedID: replacedID}, nil
+	return &Change{Entry: loadEntry(s.path(guardiansDir, g.Name), g.Name, s.tpm), ReplacedID: replacedID}, nil
 }
 
 // add does Add's work under the lock.
@@ -47,6 +47,9 @@ func (s *Dir) add(g *guardian.Guardian, origin Origin, replace bool) (replacedID
 	}
 	tmp := s.path(tmpDir, newID(time.Now())+"-"+g.Name)
 	meta := Meta{Version: 1, Name: g.Name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin, AddedAt: time.Now().UTC().Truncate(time.Second)}
+	if g.KeyLocation() == guardian.KeysTPM {
+		meta.Keys, meta.TPM = guardian.KeysTPM, tpmMeta(g)
+	}
 	if err := writeEntry(tmp, g, meta); err != nil {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("writing guardian %q: %w", g.Name, err)
@@ -171,7 +174,7 @@ func (s *Dir) Get(name string) (*Entry, error) {
 		// lock refuses such a store, but never show one made up).
 		return nil, fmt.Errorf("guardian %q %w in %s", name, ErrNotFound, s.dir)
 	}
-	return loadEntry(dir, name), nil
+	return loadEntry(dir, name, s.tpm), nil
 }
 
 // List reads every guardian, broken ones included, sorted by name.
@@ -187,7 +190,7 @@ func (s *Dir) List() ([]*Entry, error) {
 	}
 	out := make([]*Entry, 0, len(names))
 	for _, n := range names {
-		out = append(out, loadEntry(s.path(guardiansDir, n), n))
+		out = append(out, loadEntry(s.path(guardiansDir, n), n, s.tpm))
 	}
 	return out, nil
 }
@@ -415,7 +418,7 @@ func (s *Dir) restore(name, id string) (*Change, error) {
 			return nil, err
 		}
 		os.Remove(holder) // only if empty
-		return &Change{Entry: loadEntry(live, name)}, nil
+		return &Change{Entry: loadEntry(live, name, s.tpm)}, nil
 	}
 	if first != nil {
 		return nil, first

@@ -53,7 +53,7 @@ func BenchmarkBatchGrant(b *testing.B) {
 		b.Fatal(err)
 	}
 	ids, target := []*guardian.Guardian{owner}, newcomer.Public()
-	bound := rsaBound(b, owner.SigningKey, time.Second) / 2
+	bound := rsaBound(b, owner.SigningKey.(*rsa.PrivateKey), time.Second) / 2
 	batch := NewBatch(runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	start := time.Now()
@@ -90,7 +90,7 @@ func BenchmarkBatchGrant(b *testing.B) {
 // where there is one). cpu-ms/op is the CPU time of one signature, which
 // other processes do not change.
 func BenchmarkSign(b *testing.B) {
-	key := gen(b, "owner").SigningKey
+	key := gen(b, "owner").SigningKey.(*rsa.PrivateKey)
 	digest := sha256.Sum256([]byte("bound"))
 	cpu := processCPU()
 	var n atomic.Int64

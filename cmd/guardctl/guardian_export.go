@@ -93,6 +93,10 @@ kept as a .bak backup.`,
 				return withHint(fmt.Errorf("guardian %q has no private keys in this store", name), exitFailure,
 					"export it on the host that holds its private keys")
 			}
+			if e.Meta.Keys == guardian.KeysTPM {
+				return withHint(fmt.Errorf("guardian %q keeps its private keys in this host's TPM, which never lets them out: it cannot be exported as a PFX pair", name), exitFailure,
+					"'guardctl guardian export "+name+" --public' writes its public guardian file; keep an escrow file guardian granted on every key protector as the backup (README, \"Escrow\")")
+			}
 			if e.KeyErr != nil {
 				return withHint(e.KeyErr, exitFailure,
 					"Windows keeps this key as not exportable (or cannot open it): guardctl cannot write a PFX pair for it; create a new guardian and grant it to the VMs while this host can still start them")
@@ -155,11 +159,15 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 		// but whoever gets them can guess the password offline.
 		fmt.Fprintf(a.stderr, "guardctl: warning: the export password is %d characters long; anyone who gets the files can guess a short password offline: use %d or more\n", n, minExportPassword)
 	}
-	sigPFX, err := guardian.EncodePFX(g.SigningKey, g.Signing, password, legacy)
+	sk, ek, err := g.SoftwareKeys()
 	if err != nil {
 		return err
 	}
-	encPFX, err := guardian.EncodePFX(g.EncryptionKey, g.Encryption, password, legacy)
+	sigPFX, err := guardian.EncodePFX(sk, g.Signing, password, legacy)
+	if err != nil {
+		return err
+	}
+	encPFX, err := guardian.EncodePFX(ek, g.Encryption, password, legacy)
 	if err != nil {
 		return err
 	}
