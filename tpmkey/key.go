@@ -84,12 +84,15 @@ func Parse(dev *Device, pemData []byte, label string, pcrs *PCRBinding) (*Key, e
 	for _, p := range f.Policy {
 		switch tpm2.TPMCC(p.CommandCode) {
 		case tpm2.TPMCCPolicyPCR:
-			// TPM2B_DIGEST pcrDigest, then TPML_PCR_SELECTION pcrs.
+			// TPM2B_DIGEST pcrDigest, then TPML_PCR_SELECTION pcrs: go-tpm
+			// reads each, and the digest's own encoding says where the
+			// selection starts.
 			cp := p.CommandPolicy
-			if len(cp) < 2 {
-				return nil, errorf(KindInvalid, "%s: damaged PCR policy", label)
+			digest, err := tpm2.Unmarshal[tpm2.TPM2BDigest](cp)
+			if err != nil {
+				return nil, errorf(KindInvalid, "%s: damaged PCR policy: %v", label, err)
 			}
-			n := 2 + (int(cp[0])<<8 | int(cp[1]))
+			n := len(tpm2.Marshal(digest))
 			if len(cp) < n {
 				return nil, errorf(KindInvalid, "%s: damaged PCR policy", label)
 			}
@@ -97,7 +100,7 @@ func Parse(dev *Device, pemData []byte, label string, pcrs *PCRBinding) (*Key, e
 			if err != nil {
 				return nil, errorf(KindInvalid, "%s: damaged PCR policy: %v", label, err)
 			}
-			k.policy = &tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: cp[2:n]}, Pcrs: *sel}
+			k.policy = &tpm2.PolicyPCR{PcrDigest: *digest, Pcrs: *sel}
 		case tpm2.TPMCCPolicyAuthValue:
 			k.policyAuth = true
 		default:
