@@ -12,6 +12,7 @@ import (
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/guardctl/guardctl/tpmkey"
 	"github.com/guardctl/guardctl/vtpm"
 )
 
@@ -64,6 +65,33 @@ func classify(err error) (int, string) {
 	}
 	if errors.Is(err, terminal.InterruptErr) {
 		return exitInterrupted, ""
+	}
+	var ee *keyprotector.EscrowError
+	if errors.As(err, &ee) {
+		return exitUsage, "also grant an escrow guardian: --guardian ESCROW, a file guardian exported with 'guardctl guardian export ESCROW' and kept offline (README, \"Escrow\"); --no-escrow writes it anyway"
+	}
+	var te *tpmkey.Error
+	if errors.As(err, &te) {
+		switch te.Kind {
+		case tpmkey.KindSpec:
+			return exitUsage, "--tpm (or GUARDCTL_TPM) takes a device path such as /dev/tpmrm0, or swtpm:host=HOST,port=PORT"
+		case tpmkey.KindPCR:
+			return exitVerification, "this host's boot state is not the one the guardian was bound to: unwrap with the escrow guardian (a file guardian kept offline, imported here), then grant a new TPM guardian of this host ('guardctl guardian create NAME --keys tpm --pcrs ...')"
+		case tpmkey.KindPIN:
+			return exitVerification, "check the PIN in --pin-file; each wrong PIN counts toward the TPM's dictionary-attack lockout"
+		case tpmkey.KindNotLoadable:
+			return exitFailure, "a TPM guardian's keys live and die with its TPM: open the VM's key protector with the escrow guardian, then grant a new TPM guardian of this TPM; 'guardctl store check' lists TPM guardians whose keys no longer load"
+		case tpmkey.KindMissing:
+			return exitFailure, "name the TPM with --tpm (or GUARDCTL_TPM): /dev/tpmrm0 needs the tss group; a swtpm is swtpm:host=HOST,port=PORT"
+		case tpmkey.KindBusy, tpmkey.KindLockout:
+			return exitFailure, "try again when the TPM is free"
+		case tpmkey.KindInvalid:
+			return exitVerification, ""
+		}
+		return exitFailure, ""
+	}
+	if errors.Is(err, certstore.ErrTPMUnsupported) {
+		return exitUsage, "create TPM guardians in a directory store (--store DIR); docs/hyperv.md says what Hyper-V's store would need"
 	}
 	var ge *guardian.Error
 	if errors.As(err, &ge) {

@@ -13,6 +13,9 @@ type removedView struct {
 	ID   string `json:"id"`
 	// RemovedAt is absent when the store does not know it.
 	RemovedAt *time.Time `json:"removedAt,omitempty"`
+	// Unverified says why guardctl cannot vouch for the entry (restore
+	// asks before bringing it back).
+	Unverified string `json:"unverified,omitempty"`
 }
 
 func newGuardianListCmd(a *app) *cobra.Command {
@@ -71,7 +74,7 @@ func (a *app) listRemoved() error {
 	}
 	views := make([]removedView, 0, len(removed))
 	for _, r := range removed {
-		v := removedView{Name: r.Name, ID: r.ID}
+		v := removedView{Name: r.Name, ID: r.ID, Unverified: r.Unverified}
 		if !r.RemovedAt.IsZero() {
 			v.RemovedAt = &r.RemovedAt
 		}
@@ -118,7 +121,11 @@ func (l removedList) writeText(w io.Writer) error {
 		if v.RemovedAt != nil {
 			when = v.RemovedAt.Format(time.RFC3339)
 		}
-		rows = append(rows, []string{v.Name, when, v.ID})
+		note := ""
+		if v.Unverified != "" {
+			note = "unverified: " + v.Unverified
+		}
+		rows = append(rows, []string{v.Name, when, v.ID, note})
 	}
-	return writeTable(w, []string{"NAME", "REMOVED", "ID"}, rows)
+	return writeTable(w, []string{"NAME", "REMOVED", "ID", "NOTE"}, rows)
 }

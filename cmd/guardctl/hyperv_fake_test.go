@@ -19,10 +19,10 @@ import (
 const fakeWindowsEnv = "GUARDCTL_TEST_FAKE_WINDOWS"
 
 func init() {
-	openStore = func(spec string) (certstore.Store, error) {
+	openStore = func(spec string, opts ...certstore.Option) (certstore.Store, error) {
 		path := os.Getenv(fakeWindowsEnv)
 		if spec != certstore.HyperVSpec || path == "" {
-			return certstore.Open(spec)
+			return certstore.Open(spec, opts...)
 		}
 		w, err := hypervfake.Open(path)
 		if err != nil {

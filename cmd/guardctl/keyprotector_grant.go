@@ -35,6 +35,8 @@ type kpChange struct {
 	keepBackup   bool
 	jobs         int
 	verbose      bool
+	noEscrow     bool
+	local        []*guardian.Guardian // the store's guardians, for the escrow check
 }
 
 // kpFileResult is one file in the JSON output of grant and revoke.
@@ -72,6 +74,7 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous version of each file as a .bak backup (0600), which still lets the revoked guardian unwrap")
 		f.BoolVar(&c.noBackup, "no-backup", false, "keep no backup (the default for revoke)")
 		f.MarkHidden("no-backup")
+		addNoEscrow(cmd, &c.noEscrow)
 	}
 	f.IntVar(&c.jobs, "jobs", 0, fmt.Sprintf("files to work on at once (0: %d per CPU, so that the disk's waits overlap the cryptography)", ioJobsPerCPU))
 	f.BoolVar(&c.verbose, "verbose", false, "say what happened to each file (by default: one closing line, and a progress bar on a terminal)")
@@ -91,6 +94,7 @@ func (c *kpChange) run(a *app, files []string) error {
 	if err != nil {
 		return err
 	}
+	c.local = ids // a TPM guardian of this store always has its keys here
 	what := fmt.Sprintf("%s key protector", fmt.Sprint(len(files)))
 	if len(files) == 1 {
 		what = files[0]
@@ -269,6 +273,21 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		r, err = keyprotector.GrantFile(file, ids, g, opt)
 	} else {
 		opt.Backup = c.keepBackup
+		if !c.noEscrow {
+			if p, err := readKeyProtector(file); err == nil {
+				drop := func(w *keyprotector.Wrapping) bool { return g != nil && w.Matches(g) }
+				if c.thumbprint != "" {
+					tw := p.FindThumbprint(c.thumbprint)
+					drop = func(w *keyprotector.Wrapping) bool { return w == tw }
+				}
+				if err := p.CheckEscrow(c.local, drop); err != nil {
+					err = fmt.Errorf("%s: %w", file, err)
+					res.code, _ = classify(err)
+					res.Error, res.err = err.Error(), err
+					return res
+				}
+			}
+		}
 		if c.thumbprint != "" {
 			r, err = keyprotector.RevokeThumbprintFile(file, ids, c.thumbprint, opt)
 		} else {

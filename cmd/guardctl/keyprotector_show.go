@@ -35,6 +35,8 @@ type kpView struct {
 	UnsupportedAlgorithms []string `json:"unsupportedAlgorithms,omitempty"`
 	CanUnwrap             bool     `json:"canUnwrap"`
 	UnwrapWith            string   `json:"unwrapWith,omitempty"`
+	// UnwrapWithKeys says where that guardian's keys are: file or tpm.
+	UnwrapWithKeys string `json:"unwrapWithKeys,omitempty"`
 	// NeedsAllowExpired: its certificates are out of their dates, every
 	// signature checked; guardctl uses it only with --allow-expired.
 	NeedsAllowExpired bool `json:"needsAllowExpired,omitempty"`
@@ -108,7 +110,10 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 				// --allow-expired lifts, not a doubt about the key
 				// protector: this host can unwrap it, with that flag.
 				if e.Meta.HasPrivateKeys && (verr == nil || v.NeedsAllowExpired) && !v.CanUnwrap {
-					v.CanUnwrap, v.UnwrapWith = true, e.Name
+					v.CanUnwrap, v.UnwrapWith, v.UnwrapWithKeys = true, e.Name, string(guardian.KeysFile)
+					if e.Meta.Keys == guardian.KeysTPM {
+						v.UnwrapWithKeys = string(guardian.KeysTPM)
+					}
 				}
 				if gv.Role == "owner" && e.Meta.HasPrivateKeys {
 					v.IsOwner = true
@@ -174,6 +179,9 @@ func (v kpView) writeText(w io.Writer) error {
 		unwrap = "yes, with guardian " + v.UnwrapWith + " and --allow-expired (its certificates are expired)"
 	case v.CanUnwrap:
 		unwrap = "yes, with guardian " + v.UnwrapWith
+		if v.UnwrapWithKeys == string(guardian.KeysTPM) {
+			unwrap += " (its keys are in this host's TPM)"
+		}
 	case v.Signatures == "invalid":
 		unwrap = "no: the key protector does not verify"
 	case v.Signatures == "unsupported":

@@ -64,7 +64,8 @@ func TestScripts(t *testing.T) {
 	requireTool(t, "xmllint")
 	requireTool(t, "certtool")
 	requireTool(t, "keytool")
-	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss"} {
+	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_nvread", "ss",
+		"tpm2_createprimary", "tpm2_load", "tpm2_readpublic", "tpm2_createek", "tpm2_pcrextend", "tpm2_pcrreset", "tpm2_clear"} {
 		requireTool(t, tool)
 	}
 	schema, err := filepath.Abs("../../docs/keyprotector.xsd")
@@ -118,6 +119,8 @@ func TestScripts(t *testing.T) {
 			"holdexcl":  cmdHoldExcl,
 			"nobodydir": cmdNobodyDir,
 			"nobody":    cmdNobody,
+			"hosttpm":   cmdHostTPM,
+			"tss2split": cmdTSS2Split,
 		},
 	})
 }

@@ -186,7 +186,13 @@ With ITEM (an item's name in lost+found, as listed) or NAME (the newest
 recoverable item holding that guardian), add that guardian back to the store,
 under --as NAME when given, its metadata rebuilt if need be. An existing
 guardian of the same name is replaced only with --force, and then kept in the
-trash. The lost+found item is left as it was. Works on a directory store.`,
+trash. The lost+found item is left as it was. Works on a directory store.
+
+An item that is not what guardctl moved there from the store's own guardians,
+as it was (an interrupted write's leftover, something put there by hand,
+changed since, or dated in the future; the list says so) is shown with its
+thumbprints and recovered only when you confirm (--yes). A guardian that comes
+back without private keys is said to.`,
 		Example: `  guardctl store recover
   guardctl store recover UntrustedGuardian
   guardctl store recover 20261125T131256.123456789Z-1a2b3c4d-host-b --as host-b-old`,
@@ -221,7 +227,15 @@ trash. The lost+found item is left as it was. Works on a directory store.`,
 					return err
 				}
 			}
-			ch, err := dir.Recover(filepath.Base(args[0]), as, force, a.dryRun)
+			ch, err := dir.Recover(filepath.Base(args[0]), as, force, a.dryRun, false)
+			var uv *certstore.UnverifiedError
+			if errors.As(err, &uv) {
+				a.warnUnverified(uv)
+				if err := a.confirm(fmt.Sprintf("Recover guardian %q from %s anyway?", uv.Name, uv.Path), "recovering a guardian guardctl did not move to lost+found from the store as it is"); err != nil {
+					return err
+				}
+				ch, err = dir.Recover(uv.ID, as, force, a.dryRun, true)
+			}
 			if errors.Is(err, certstore.ErrNotFound) {
 				return withHint(err, exitNotFound, "'guardctl store recover' with no argument lists what lost+found holds")
 			}
@@ -233,9 +247,11 @@ trash. The lost+found item is left as it was. Works on a directory store.`,
 				a.note("the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", ch.Entry.Name)
 			}
 			a.note("%s guardian %q into %s; %s", a.would("recovered"), ch.Entry.Name, dir.Location(), ch.Notice)
+			a.notePublicOnly(ch.Entry)
 			return a.showGuardian(ch.Entry)
 		},
 	}
+	asksToConfirm(cmd)
 	cmd.Flags().StringVar(&as, "as", "", "the name to give the recovered guardian")
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing guardian of the same name (it goes to the trash)")
 	a.addDryRun(cmd)

@@ -60,14 +60,14 @@ func (f *stateKeyFlags) given() bool { return f.keyFile != "" || f.passphraseFil
 
 func (f *stateKeyFlags) readSecret() ([]byte, error) {
 	if f.keyFile != "" {
-		data, err := readInput(f.keyFile, 4096)
+		data, err := readSecretInput(f.keyFile, 4096)
 		if err != nil {
 			return nil, err
 		}
 		f.secret = data
 		return data, nil
 	}
-	data, err := readInput(f.passphraseFile, 1<<20)
+	data, err := readSecretInput(f.passphraseFile, 1<<20)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ type vtpmAccess struct {
 	rotate       bool
 	keepBackup   bool
 	allowExpired bool
+	noEscrow     bool
 	// oldKey is the transport key a rotation replaced: a revoked guardian
 	// may have kept it, so backups under it still open for that guardian.
 	oldKey []byte
@@ -155,6 +156,15 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 	if err != nil || !changed {
 		return nil, err
 	}
+	if c.verb == "revoke" && !c.noEscrow {
+		left, err := keyprotector.Parse(kpXML)
+		if err != nil {
+			return nil, err
+		}
+		if err := left.CheckEscrow(ids, nil); err != nil {
+			return nil, err
+		}
+	}
 	if !c.rotate {
 		return b.Reseal(keyprotector.EncodeFile(kpXML)), nil
 	}
@@ -220,6 +230,7 @@ payload is under the old transport key) are removed, and listed, unless
 	if verb == "revoke" {
 		f.BoolVar(&c.rotate, "rotate", false, "re-encrypt the payload under a new transport key")
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous bundle as a .bak (0600), which still lets the revoked guardian open it")
+		addNoEscrow(cmd, &c.noEscrow)
 	}
 	a.addDryRun(cmd)
 	return asksToConfirm(cmd)

@@ -151,9 +151,12 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 				}
 			}
 			tk := keyprotector.NewTransportKey()
-			_, kpXML, err := keyprotector.New(tk, owner, gs)
+			kp, kpXML, err := keyprotector.New(tk, owner, gs)
 			if err != nil {
 				return err
+			}
+			if err := a.checkEscrow(kp, nil, kf.noEscrow); err != nil {
+				return fmt.Errorf("refusing to write %s: %w", kf.out, err)
 			}
 			b, err := vtpm.Seal(m, files, modes, keyprotector.EncodeFile(kpXML), tk)
 			if err != nil {

@@ -361,10 +361,14 @@ func (w *Windows) DropKey(store, thumbprint string) error {
 // keys in Shielded VM Local Certificates, registered under name.
 func (w *Windows) Install(name string, g *guardian.Guardian) error {
 	s := w.Stores()
-	if err := s.Add(certstore.ShieldedVMStore, g.Signing, g.SigningKey); err != nil {
+	sk, ek, err := g.SoftwareKeys()
+	if err != nil {
 		return err
 	}
-	if err := s.Add(certstore.ShieldedVMStore, g.Encryption, g.EncryptionKey); err != nil {
+	if err := s.Add(certstore.ShieldedVMStore, g.Signing, sk); err != nil {
+		return err
+	}
+	if err := s.Add(certstore.ShieldedVMStore, g.Encryption, ek); err != nil {
 		return err
 	}
 	return w.Registry().Register(name, guardian.Thumbprint(g.Signing), guardian.Thumbprint(g.Encryption))
