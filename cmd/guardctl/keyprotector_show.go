@@ -25,6 +25,8 @@ type kpGuardianView struct {
 	// store's guardian with these certificates, LocalProblem when broken).
 	LocalStatus  string `json:"localStatus"`
 	LocalProblem string `json:"localProblem,omitempty"`
+
+	localInTPM bool // the local guardian's keys are in this host's TPM
 }
 
 // kpView is a key protector in the JSON output (docs/json.md).
@@ -106,6 +108,7 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 			if !e.Broken() && w.Matches(e.Guardian) {
 				gv.LocalGuardian = e.Name
 				gv.LocalPrivateKeys = e.Meta.HasPrivateKeys
+				gv.localInTPM = e.Meta.Keys == guardian.KeysTPM
 				// Expired certificates are a policy refusal that
 				// --allow-expired lifts, not a doubt about the key
 				// protector: this host can unwrap it, with that flag.
@@ -209,6 +212,8 @@ func (v kpView) writeText(w io.Writer) error {
 			switch {
 			case g.LocalStatus == "broken":
 				local += " (broken)"
+			case g.LocalPrivateKeys && g.localInTPM:
+				local += " (keys in this host's TPM)"
 			case g.LocalPrivateKeys:
 				local += " (private keys)"
 			}
