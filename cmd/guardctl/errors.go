@@ -83,8 +83,10 @@ func classify(err error) (int, string) {
 			return exitFailure, "a TPM guardian's keys live and die with its TPM: open the VM's key protector with the escrow guardian, then grant a new TPM guardian of this TPM; 'guardctl store check' lists TPM guardians whose keys no longer load"
 		case tpmkey.KindMissing:
 			return exitFailure, "name the TPM with --tpm (or GUARDCTL_TPM): /dev/tpmrm0 needs the tss group; a swtpm is swtpm:host=HOST,port=PORT"
-		case tpmkey.KindBusy, tpmkey.KindLockout:
+		case tpmkey.KindBusy:
 			return exitFailure, "try again when the TPM is free"
+		case tpmkey.KindLockout:
+			return exitFailure, "the TPM is in dictionary-attack lockout after wrong PINs: wait for its recovery time, or have its owner clear the lockout ('tpm2_dictionarylockout --clear-lockout'); check the PIN in --pin-file before trying again"
 		case tpmkey.KindInvalid:
 			return exitVerification, ""
 		}
