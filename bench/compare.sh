@@ -73,11 +73,14 @@ row "kp unwrap (verify, decrypt)" \
 	"$G kp unwrap $W/vm.kp --key-out $W/k --force" \
 	"openssl dgst -sha256 -verify $O/e.pub -signature $O/g1 $O/s.crt >/dev/null; openssl pkeyutl -decrypt -inkey $O/e.key -in $O/tk.enc -out $O/tk.dec -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256"
 
-# batch grant against the RSA-2048 bound: the issue's goal is measured as
-# 'kp grant --yes' (backups kept, every file written atomically and fsynced)
-# over BATCH key protectors, against cores / (3 x one Go RSA-2048 PKCS#1 v1.5
-# signature), the signature timed by BenchmarkSign in the same run on every
-# core at once (so that the bound counts the cores the batch gets as well).
+# batch grant against the RSA-2048 bound of the work a batch does: 'kp grant
+# --yes' (backups kept, every file written atomically and fsynced) over BATCH
+# key protectors, against cores / (2 x one Go RSA-2048 PKCS#1 v1.5
+# signature): a batch makes two private-key operations per key protector
+# (unwrap its transport key, sign its Wrappings; the owner's signature over
+# the granted guardian's certificate is made once per batch). The signature
+# is timed by BenchmarkSign in the same run on every core at once (so that
+# the bound counts the cores the batch gets as well).
 fresh_batch() {
 	rm -rf "$W/batch"
 	mkdir -p "$W/batch"
@@ -106,7 +109,7 @@ sign_ms() { go test -run '^$' -bench '^BenchmarkSign$' -benchtime 1s ./keyprotec
 runs=""
 for k in 1 2 3; do
 	s1=$(sign_ms); r=$(grant_rate); rn=$(grant_rate --no-backup); s2=$(sign_ms)
-	runs="$runs$(echo "$s1 $s2 $r $rn" | awk -v c="$cores" '{ t=c*($1+$3)/2; tc=($2+$4)/2; bound=c*1000/(3*t); printf "%.4f %.0f %.0f %.0f %.3f %.3f %.4f %.3f %.3f\n", t, bound, $5, $7, $5/bound, $7/bound, tc, 3*tc/$6, 3*tc/$8 }')
+	runs="$runs$(echo "$s1 $s2 $r $rn" | awk -v c="$cores" '{ t=c*($1+$3)/2; tc=($2+$4)/2; bound=c*1000/(2*t); printf "%.4f %.0f %.0f %.0f %.3f %.3f %.4f %.3f %.3f\n", t, bound, $5, $7, $5/bound, $7/bound, tc, 2*tc/$6, 2*tc/$8 }')
 "
 done
 median() { printf '%s' "$runs" | sort -n -k"$1" | sed -n 2p | awk -v f="$1" '{ print $f }'; }
@@ -114,7 +117,7 @@ sign_t=$(median 1); gobound=$(median 2); rate=$(median 3); rate_nobak=$(median 4
 sign_cpu=$(median 7); cpu_ratio=$(median 8); cpu_ratio_nobak=$(median 9)
 load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 sign=$(openssl speed -seconds 3 -multi "$cores" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $6 }' | tail -n 1)
-bound=$(awk -v s="$sign" 'BEGIN { printf "%.0f", s / 3 }')
+bound=$(awk -v s="$sign" 'BEGIN { printf "%.0f", s / 2 }')
 ossl_one=$(per_op "openssl pkeyutl -decrypt -inkey $O/e.key -in $O/tk.enc -out $O/d -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl pkeyutl -encrypt -pubin -inkey $O/e.pub -in $O/d -out $O/w -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 && openssl dgst -sha256 -sign $O/s.key -out $O/x1 $O/s.crt && openssl dgst -sha256 -sign $O/s.key -out $O/x2 $O/w")
 ossl_rate=$(awk -v us="$ossl_one" 'BEGIN { printf "%.0f", 1e6/us }')
 echo
@@ -122,12 +125,55 @@ echo "| batch grant, $BATCH key protectors, all cores | per second |"
 echo "|---|---|"
 echo "| guardctl kp grant FILE... --yes (a backup of each file kept), median of 3 | $rate |"
 echo "| guardctl kp grant FILE... --yes --no-backup, median of 3 | $rate_nobak |"
-echo "| Go RSA-2048 bound: $cores cores / (3 x $sign_t ms, one Go PKCS#1 v1.5 signature on each core while all sign), median of 3 | $gobound |"
-echo "| kp grant --yes / Go bound, median of 3 runs each between two timings of the signature (goal: at least 0.7) | $ratio |"
+echo "| Go RSA-2048 bound of a batch's two private-key operations per key protector: $cores cores / (2 x $sign_t ms, one Go PKCS#1 v1.5 signature on each core while all sign), median of 3 | $gobound |"
+echo "| kp grant --yes / Go bound, median of 3 runs each between two timings of the signature | $ratio |"
 echo "| kp grant --yes --no-backup / Go bound, the same | $ratio_nobak |"
-echo "| the same by CPU time: 3 x $sign_cpu CPU ms per signature / CPU ms per grant (what the batch reaches with the cores to itself), --yes | $cpu_ratio |"
+echo "| the same by CPU time: 2 x $sign_cpu CPU ms per signature / CPU ms per grant (what the batch reaches with the cores to itself), --yes | $cpu_ratio |"
 echo "| the same by CPU time, --yes --no-backup | $cpu_ratio_nobak |"
 echo "| load average while measuring (1, 5, 15 min) | $load |"
-echo "| OpenSSL RSA-2048 bound (openssl speed -multi $cores, $sign signs/s / 3) | $bound |"
+echo "| OpenSSL RSA-2048 bound (openssl speed -multi $cores, $sign signs/s / 2) | $bound |"
 echo "| kp grant --yes / OpenSSL bound | $(awk -v r="$rate" -v b="$bound" 'BEGIN { printf "%.2f", r/b }') |"
 echo "| openssl pipeline, one key protector at a time | $ossl_rate |"
+
+# The TPM case: a guardian whose keys are in a TPM (a swtpm on loopback
+# here, as in the tests), unwrapping one key protector and owning a batch
+# grant of BATCH. Every TPM command runs in a salted session with parameter
+# encryption, under an H-2 storage key made afresh for each use.
+T=$W/tpm
+mkdir -p "$T/state"
+port=0
+for try in 1 2 3 4 5 6 7 8 9 10; do
+	p=$(( 20000 + ( $(od -An -tu2 -N2 /dev/urandom) * 2 ) % 30000 ))
+	swtpm socket --tpm2 --tpmstate dir="$T/state" --flags not-need-init,startup-clear \
+		--server type=tcp,port=$p,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((p+1)),bindaddr=127.0.0.1 2>/dev/null &
+	tpid=$!
+	sleep 0.5
+	if kill -0 $tpid 2>/dev/null; then port=$p; break; fi
+done
+[ $port != 0 ] || { echo "swtpm did not start" >&2; exit 1; }
+trap 'swtpm_ioctl --tcp 127.0.0.1:$((port+1)) -s >/dev/null 2>&1; kill $tpid 2>/dev/null; rm -rf "$W"' EXIT
+TG="$W/guardctl --store $T/store --tpm swtpm:host=127.0.0.1,port=$port"
+$TG guardian create hosttpm --keys tpm --host h >/dev/null
+$G guardian export peer2 --public --dir "$T" >/dev/null
+$TG guardian import peer2 --public "$T/peer2.guardian.xml" >/dev/null
+$TG kp new --owner hosttpm --no-escrow --out "$T/vm.kp" >/dev/null 2>&1
+rounds=$ROUNDS
+ROUNDS=3
+tpm_create=$(per_op "rm -rf $T/c; $W/guardctl --store $T/c --tpm swtpm:host=127.0.0.1,port=$port guardian create x --keys tpm --host h")
+ROUNDS=$rounds
+tpm_unwrap=$(per_op "$TG kp unwrap $T/vm.kp --key-out $T/k --force")
+file_unwrap=$(per_op "$G kp unwrap $W/vm.kp --key-out $W/k --force")
+rm -rf "$T/batch"; mkdir -p "$T/batch"
+i=0
+while [ $i -lt "$BATCH" ]; do cp "$T/vm.kp" "$T/batch/$i.kp"; i=$((i+1)); done
+sync
+start=$(now)
+$TG kp grant "$T"/batch/*.kp --guardian peer2 --yes >/dev/null 2>&1 || { echo "TPM kp grant failed" >&2; exit 1; }
+tpm_us=$(( ($(now) - start) / 1000 ))
+echo
+echo "| TPM guardian (swtpm $(swtpm --version 2>&1 | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -n 1) on loopback) | |"
+echo "|---|---|"
+echo "| guardian create --keys tpm (2 keys generated in the TPM, 2 certificates signed there), ms | $(ms "$tpm_create") |"
+echo "| kp unwrap with the TPM guardian, ms (file guardian: $(ms "$file_unwrap")) | $(ms "$tpm_unwrap") |"
+echo "| kp grant of $BATCH key protectors owned by the TPM guardian, --yes, s | $(awk -v us="$tpm_us" 'BEGIN { printf "%.1f", us/1e6 }') |"
+echo "| the same, key protectors per second | $(awk -v n="$BATCH" -v us="$tpm_us" 'BEGIN { printf "%.0f", n / (us/1e6) }') |"

@@ -13,6 +13,7 @@ import (
 	"runtime"
 
 	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/tpmkey"
 )
 
 var (
@@ -24,6 +25,9 @@ var (
 	ErrLocked = errors.New("store is locked by another guardctl process")
 	// ErrUnsupported: the store asked for does not exist on this system.
 	ErrUnsupported = errors.New("not available on this system")
+	// ErrTPMUnsupported: a TPM guardian given to a store that cannot hold
+	// one (Hyper-V's, which would need the Platform Crypto Provider).
+	ErrTPMUnsupported = errors.New("TPM guardians are not supported in this store")
 )
 
 // Store is a guardian store. Names are guardian names
@@ -70,11 +74,24 @@ const HyperVSpec = "hyperv"
 
 // Open returns the store spec names: HyperVSpec for Hyper-V's store (an
 // ErrUnsupported error where there is none), anything else a directory.
-func Open(spec string) (Store, error) {
+func Open(spec string, opts ...Option) (Store, error) {
 	if spec == HyperVSpec {
 		return openHyperV()
 	}
-	return OpenDir(spec), nil
+	return OpenDir(spec, opts...), nil
+}
+
+// Option is an option of Open.
+type Option func(*options)
+
+type options struct {
+	tpm *tpmkey.Device
+}
+
+// WithTPM names the TPM that TPM guardians' keys are used with. Without
+// it, a TPM guardian is listed and shown but its keys cannot be used.
+func WithTPM(d *tpmkey.Device) Option {
+	return func(o *options) { o.tpm = d }
 }
 
 // DefaultSpec is the store used when none is given (DESIGN §2): Hyper-V's

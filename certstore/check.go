@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/tpmkey"
 )
 
 // FindingKind classifies what store check found.
@@ -26,6 +28,14 @@ const (
 	FindingUnexpected FindingKind = "unexpected"
 	// FindingPermissions: a key or directory readable by others.
 	FindingPermissions FindingKind = "permissions"
+	// FindingUnverified: a guardian in trash/ or lost+found/ that is not
+	// what guardctl moved there, as it was (planted, changed since, dated
+	// in the future): restore and recover ask before bringing it back.
+	FindingUnverified FindingKind = "unverified"
+	// FindingTPMKey: a TPM guardian whose keys do not load into this TPM
+	// (another machine's TPM, a TPM cleared since, or no TPM). Nothing
+	// repairs that: the escrow guardian opens its key protectors.
+	FindingTPMKey FindingKind = "tpm-key"
 
 	// The Hyper-V store's own findings (FindingBroken and FindingLeftover
 	// are used there too).
@@ -103,6 +113,20 @@ func (c *checker) move(f Finding, path string) {
 	c.out = append(c.out, f)
 }
 
+// removeEmpty adds f, an empty directory found at path, which --repair
+// removes: it holds nothing to keep.
+func (c *checker) removeEmpty(f Finding, path string) {
+	f.Repairable = true
+	if c.repair {
+		if err := os.Remove(path); err != nil {
+			f.Repairable, f.CannotRepair = false, fmt.Sprintf("removing it failed: %v", err)
+		} else {
+			f.Action = "removed (it was empty)"
+		}
+	}
+	c.out = append(c.out, f)
+}
+
 // chmod adds f, found at path, which --repair sets to mode.
 func (c *checker) chmod(f Finding, path string, mode fs.FileMode) {
 	f.Repairable = true
@@ -119,7 +143,8 @@ func (c *checker) chmod(f Finding, path string, mode fs.FileMode) {
 // Check inspects the store under the exclusive lock (so that no write is in
 // flight and every temporary entry is a leftover) and, with repair, moves
 // broken entries and leftovers to lost+found and tightens permissions.
-// Nothing is ever deleted. A repair that cannot be made (or fails) for one
+// Nothing is ever deleted but empty directories (and, when the lock is
+// taken, the purges a killed run left, which the user asked to delete). A repair that cannot be made (or fails) for one
 // finding says so in its CannotRepair, and the others are still made; the
 // error is for a store that cannot be checked at all.
 func (s *Dir) Check(repair bool) ([]Finding, error) {
@@ -156,7 +181,7 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	for _, n := range names {
 		p := s.path(guardiansDir, n)
 		closed := s.checkClosed(p, c)
-		e := loadEntry(p, n)
+		e := loadEntry(p, n, s.tpm)
 		if closed {
 			// What its owner cannot read yet is not damage: the real
 			// run reads it once its mode is set.
@@ -180,7 +205,12 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 			c.move(Finding{Kind: FindingBroken, Path: c.rel(p), Name: n, Detail: e.Problem}, p)
 			continue
 		}
-		for _, f := range []string{"", signingKeyFile, encryptionKeyFile} {
+		keyFiles := []string{"", signingKeyFile, encryptionKeyFile}
+		if e.Meta.Keys == guardian.KeysTPM {
+			keyFiles = []string{"", signingTPMKeyFile, encryptionTPMKeyFile}
+			s.checkTPMKeys(e, c.rel(p), c)
+		}
+		for _, f := range keyFiles {
 			if f != "" && !e.Meta.HasPrivateKeys {
 				continue
 			}
@@ -190,13 +220,19 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	if err := s.checkTrash(c); err != nil {
 		return nil, err
 	}
+	s.checkLost(c)
 	leftovers, err := readNames(s.path(tmpDir))
 	if err != nil {
 		return nil, err
 	}
 	for _, n := range leftovers {
 		p := s.path(tmpDir, n)
-		c.move(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "left by an interrupted write; it was never part of the store"}, p)
+		f := Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "left by an interrupted write; it was never part of the store"}
+		if emptyDir(p) {
+			c.removeEmpty(f, p)
+			continue
+		}
+		c.move(f, p)
 	}
 	top, err := readNames(s.dir)
 	if err != nil {
@@ -204,13 +240,44 @@ func (s *Dir) Check(repair bool) ([]Finding, error) {
 	}
 	for _, n := range top {
 		switch n {
-		case guardiansDir, trashDir, tmpDir, lostDir, lockName:
+		case guardiansDir, trashDir, tmpDir, lostDir, lockName, movesFile:
 			continue
 		}
 		p := s.path(n)
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && strings.HasPrefix(n, atomicfile.TempPrefix) {
+			// moves.json's temporary file, from a run killed while
+			// writing it under the lock this check holds: a record of
+			// a move, never a guardian.
+			f := Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "a temporary file of an interrupted write", Repairable: true}
+			if repair {
+				if err := os.Remove(p); err != nil {
+					f.Repairable, f.CannotRepair = false, fmt.Sprintf("removing it failed: %v", err)
+				} else {
+					f.Action = "removed (an interrupted write's temporary file)"
+				}
+			}
+			c.report(f)
+			continue
+		}
 		c.move(Finding{Kind: FindingUnexpected, Path: c.rel(p), Detail: "not part of a guardctl store"}, p)
 	}
 	return c.out, nil
+}
+
+// checkTPMKeys reports a TPM guardian whose keys do not load into the
+// store's TPM, once (the first key that fails says why).
+func (s *Dir) checkTPMKeys(e *Entry, rel string, c *checker) {
+	for _, k := range []any{e.Guardian.SigningKey, e.Guardian.EncryptionKey} {
+		tk, ok := k.(*tpmkey.Key)
+		if !ok {
+			continue
+		}
+		if err := tk.Check(); err != nil {
+			c.report(Finding{Kind: FindingTPMKey, Path: rel, Name: e.Name, Detail: err.Error() +
+				"; nothing here can repair that: open its key protectors with the escrow guardian and grant a new TPM guardian"})
+			return
+		}
+	}
 }
 
 // checkTrash finds what in trash/ is not a removed guardian (trash/ID/NAME,
@@ -224,6 +291,7 @@ func (s *Dir) checkTrash(c *checker) error {
 	if err != nil {
 		return err
 	}
+	moves := s.loadMoves()
 	for _, id := range ids {
 		p := s.path(trashDir, id)
 		fi, err := os.Lstat(p)
@@ -237,15 +305,23 @@ func (s *Dir) checkTrash(c *checker) error {
 			continue
 		}
 		if len(names) == 0 {
-			c.move(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "an empty trash entry, left by an interrupted remove or restore"}, p)
+			c.removeEmpty(Finding{Kind: FindingLeftover, Path: c.rel(p), Detail: "an empty trash entry, left by an interrupted remove or restore"}, p)
 			continue
 		}
-		_, validID := trashTime(id)
+		made, validID := trashTime(id)
 		moved := 0
 		for _, n := range names {
 			q := filepath.Join(p, n)
 			d := trashedProblem(q, n)
 			if d == "" && validID {
+				if problem := s.movedProblem(moves, q, made); problem != "" {
+					// Moved to lost+found it no longer stands for a
+					// removal 'guardian restore' brings back.
+					c.move(Finding{Kind: FindingUnverified, Path: c.rel(q), Name: n, Detail: problem}, q)
+					if c.out[len(c.out)-1].Action != "" {
+						moved++
+					}
+				}
 				continue
 			}
 			f := Finding{Kind: FindingUnexpected, Path: c.rel(q), Detail: d}
@@ -263,6 +339,43 @@ func (s *Dir) checkTrash(c *checker) error {
 		}
 	}
 	return nil
+}
+
+// checkLost reports the guardians in lost+found that are not what guardctl
+// moved there, as it was (planted, changed, dated in the future); --repair
+// leaves them, and store recover asks before it brings one back. What
+// guardctl moved there from a leftover is recorded as such and not
+// reported.
+func (s *Dir) checkLost(c *checker) {
+	if s.lostProblem() != "" {
+		return
+	}
+	ids, err := readNames(s.path(lostDir))
+	if err != nil {
+		return
+	}
+	moves := s.loadMoves()
+	for _, id := range ids {
+		it := s.lostItem(id)
+		if it.Kind != "guardian" {
+			continue
+		}
+		p := s.path(lostDir, id)
+		if problem := s.movedProblem(moves, p, it.MovedAt); problem != "" {
+			c.report(Finding{Kind: FindingUnverified, Path: c.rel(p), Name: it.Name, Detail: problem + "; 'guardctl store recover' shows its thumbprints and asks before it brings it back"})
+		}
+	}
+}
+
+// emptyDir reports whether path is a directory (not a link to one) with
+// nothing in it.
+func emptyDir(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	names, err := readNames(path)
+	return err == nil && len(names) == 0
 }
 
 // permFor is the mode a store path should have: private keys 0600,
@@ -379,6 +492,11 @@ func (s *Dir) rebuildMeta(dir string, e *Entry) (string, error) {
 		action += "; the damaged one was moved to " + filepath.ToSlash(rel)
 	}
 	meta := Meta{Version: 1, Name: e.Name, HasPrivateKeys: e.Guardian.HasPrivateKeys(), Origin: OriginRecovered, AddedAt: time.Now().UTC().Truncate(time.Second)}
+	if e.Guardian.KeyLocation() == guardian.KeysTPM {
+		// The blobs carry their policy; the TPM's identity and the PCR
+		// values at creation are gone with the old metadata.
+		meta.Keys, meta.TPM = guardian.KeysTPM, tpmMeta(e.Guardian)
+	}
 	if fi, err := os.Stat(filepath.Join(dir, signingCertFile)); err == nil {
 		meta.AddedAt = fi.ModTime().UTC().Truncate(time.Second)
 	}

@@ -438,7 +438,7 @@ func sameGuardian(t *testing.T, e *certstore.Entry, g *guardian.Guardian) {
 		return
 	}
 	if g.HasPrivateKeys() {
-		if !e.Meta.HasPrivateKeys || e.Guardian.SigningKey == nil || !e.Guardian.SigningKey.Equal(g.SigningKey) || !e.Guardian.EncryptionKey.Equal(g.EncryptionKey) {
+		if !e.Meta.HasPrivateKeys || e.Guardian.SigningKey == nil || !e.Guardian.SigningKey.(*rsa.PrivateKey).Equal(g.SigningKey) || !e.Guardian.EncryptionKey.(*rsa.PrivateKey).Equal(g.EncryptionKey) {
 			t.Fatalf("entry %q lost its private keys (%v)", e.Name, e.KeyErr)
 		}
 	}

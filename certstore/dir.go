@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofrs/flock"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/tpmkey"
 )
 
 const (
@@ -34,10 +35,14 @@ const (
 //	    encryption.crt
 //	    signing.key           PKCS#8 PEM private keys, 0600 (absent when public only)
 //	    encryption.key
+//	    signing.tpmkey        or, for a TPM guardian, its TPM key blobs
+//	    encryption.tpmkey     (TSS2 PRIVATE KEY PEM, 0600) and
+//	    encryption.sig        the signature over its encryption certificate
 //	trash/ID/NAME/            removed guardians, restorable
 //	.tmp/                     entries being written; anything here after a
 //	                          crash is a leftover that store check reports
 //	lost+found/               what store check --repair moved aside
+//	moves.json                what guardctl moved to trash/ and lost+found/
 //
 // Every change builds a complete entry under .tmp, syncs it, and renames it
 // into place under the exclusive lock, so a crash or a concurrent run never
@@ -46,12 +51,18 @@ type Dir struct {
 	dir string
 	// LockTimeout is how long a command waits for another one to finish.
 	LockTimeout time.Duration
+	// tpm is the TPM that TPM guardians' keys are used with (WithTPM).
+	tpm *tpmkey.Device
 }
 
 // OpenDir returns the store in dir; nothing is created until the first
 // change.
-func OpenDir(dir string) *Dir {
-	return &Dir{dir: dir, LockTimeout: 2 * time.Minute}
+func OpenDir(dir string, opts ...Option) *Dir {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return &Dir{dir: dir, LockTimeout: 2 * time.Minute, tpm: o.tpm}
 }
 
 // Location is the store's directory.
@@ -81,12 +92,14 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		if err := s.checkTrust(); err != nil {
 			return nil, err
 		}
-	} else if s.pendingReplace() {
+	} else if s.pendingReplace() || s.pendingPurge() {
 		// A replacement killed half-way: finish it first, so that no
-		// reader sees its guardian missing. A reader that cannot write
-		// the store reads it as it is.
+		// reader sees its guardian missing; and a purge, so that its keys
+		// do not outlive the run that was deleting them. A reader that
+		// cannot write the store reads it as it is.
 		if unlock, err := takeLock(s.path(lockName), true, s.LockTimeout); err == nil {
 			s.finishReplaces()
+			s.finishPurges()
 			unlock()
 		}
 	}
@@ -95,6 +108,10 @@ func (s *Dir) lock(exclusive bool) (unlock func(), err error) {
 		return unlock, err
 	}
 	if err := s.finishReplaces(); err != nil {
+		unlock()
+		return nil, err
+	}
+	if err := s.finishPurges(); err != nil {
 		unlock()
 		return nil, err
 	}
@@ -182,6 +199,7 @@ func (s *Dir) moveAsideAs(path, base string) (string, error) {
 		return "", err
 	}
 	dst := s.path(lostDir, newID(time.Now())+"-"+base)
+	s.recordMove(path, dst, s.knownContent(path))
 	if err := os.Rename(path, dst); err != nil {
 		return "", err
 	}

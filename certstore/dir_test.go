@@ -3,6 +3,7 @@
 package certstore
 
 import (
+	"crypto/rsa"
 	"errors"
 	"os"
 	"path/filepath"
@@ -43,7 +44,7 @@ func TestAddGetRemoveRestore(t *testing.T) {
 		}
 	}
 	e, err := s.Get("g")
-	if err != nil || e.Broken() || !e.Guardian.SigningKey.Equal(g.SigningKey) || !e.Guardian.Encryption.Equal(g.Encryption) {
+	if err != nil || e.Broken() || !e.Guardian.SigningKey.(*rsa.PrivateKey).Equal(g.SigningKey) || !e.Guardian.Encryption.Equal(g.Encryption) {
 		t.Fatalf("Get: %v %+v", err, e)
 	}
 	if _, err := s.Add(testGuardian(t, "g"), OriginGenerated, false); !errors.Is(err, ErrExists) {
@@ -56,7 +57,7 @@ func TestAddGetRemoveRestore(t *testing.T) {
 		t.Errorf("Get after Remove: %v", err)
 	}
 	r, err := s.Restore("g")
-	if err != nil || r.Entry.Broken() || !r.Entry.Guardian.SigningKey.Equal(g.SigningKey) {
+	if err != nil || r.Entry.Broken() || !r.Entry.Guardian.SigningKey.(*rsa.PrivateKey).Equal(g.SigningKey) {
 		t.Fatalf("Restore: %v", err)
 	}
 	if _, err := s.Restore("g"); !errors.Is(err, ErrExists) {
@@ -178,7 +179,7 @@ func TestRebuildMetaAndRecover(t *testing.T) {
 			t.Errorf("%s after repair: %+v", n, e)
 		}
 	}
-	if e, _ := s.Get("priv"); !e.Guardian.SigningKey.Equal(priv.SigningKey) {
+	if e, _ := s.Get("priv"); !e.Guardian.SigningKey.(*rsa.PrivateKey).Equal(priv.SigningKey) {
 		t.Error("priv's key changed")
 	}
 	if e, _ := s.Get("pub"); e.Meta.HasPrivateKeys || e.Guardian.EncryptionCertSignature == nil {
@@ -200,30 +201,35 @@ func TestRebuildMetaAndRecover(t *testing.T) {
 	if lostItem == nil || lostItem.Recoverable {
 		t.Fatalf("lost+found: %+v", items)
 	}
-	if _, err := s.Recover("lost", "", false, false); !errors.Is(err, ErrUnrecoverable) {
+	if _, err := s.Recover("lost", "", false, false, true); !errors.Is(err, ErrUnrecoverable) {
 		t.Errorf("recovering an entry without its keys: %v", err)
 	}
-	// A whole entry left by an interrupted write comes back.
+	// A whole entry left by an interrupted write comes back, once the
+	// caller accepts what guardctl cannot vouch for (issue 20, item 3).
 	if err := os.Rename(s.path(guardiansDir, "priv"), s.path(tmpDir, newID(time.Now())+"-priv")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Check(true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Recover("priv", "", false, true); err != nil {
+	var uv *UnverifiedError
+	if _, err := s.Recover("priv", "", false, false, false); !errors.As(err, &uv) || uv.Signing != guardian.Thumbprint(priv.Signing) {
+		t.Fatalf("recovering a leftover without accepting it: %v", err)
+	}
+	if _, err := s.Recover("priv", "", false, true, true); err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
 	if _, err := s.Get("priv"); !errors.Is(err, ErrNotFound) {
 		t.Fatal("a dry run recovered")
 	}
-	ch, err := s.Recover("priv", "", false, false)
+	ch, err := s.Recover("priv", "", false, false, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch.Entry.Broken() || !ch.Entry.Guardian.EncryptionKey.Equal(priv.EncryptionKey) {
+	if ch.Entry.Broken() || !ch.Entry.Guardian.EncryptionKey.(*rsa.PrivateKey).Equal(priv.EncryptionKey) {
 		t.Errorf("recovered: %+v", ch.Entry)
 	}
-	if _, err := s.Recover("priv", "", false, false); !errors.Is(err, ErrExists) {
+	if _, err := s.Recover("priv", "", false, false, true); !errors.Is(err, ErrExists) {
 		t.Errorf("recovering over an existing guardian: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
+	"github.com/guardctl/guardctl/tpmkey"
 )
 
 const (
@@ -24,6 +25,10 @@ const (
 	encryptionCertFil = "encryption.crt"
 	signingKeyFile    = "signing.key"
 	encryptionKeyFile = "encryption.key"
+	// A TPM guardian's key blobs (TSS2 PRIVATE KEY PEM, 0600), which load
+	// only into the TPM that made them.
+	signingTPMKeyFile    = "signing.tpmkey"
+	encryptionTPMKeyFile = "encryption.tpmkey"
 	// encryptionSigFile holds a public-only guardian's signature over its
 	// encryption certificate (base64), needed to grant it access.
 	encryptionSigFile = "encryption.sig"
@@ -48,6 +53,34 @@ type Meta struct {
 	HasPrivateKeys bool      `json:"hasPrivateKeys"`
 	Origin         Origin    `json:"origin"`
 	AddedAt        time.Time `json:"addedAt"`
+	// Keys is "tpm" for a guardian whose keys a TPM holds; absent for
+	// key files (or none).
+	Keys guardian.KeyLocation `json:"keys,omitempty"`
+	// TPM describes a TPM guardian's TPM and binding.
+	TPM *TPMMeta `json:"tpm,omitempty"`
+}
+
+// TPMMeta is what a TPM guardian's metadata says about its TPM.
+type TPMMeta struct {
+	tpmkey.Identity
+	// PCRs binds the encryption key to the boot state, if set.
+	PCRs *tpmkey.PCRBinding `json:"pcrs,omitempty"`
+	// PIN: the keys need the PIN they were made with.
+	PIN bool `json:"pin"`
+}
+
+// tpmMeta describes g's TPM keys for its metadata.
+func tpmMeta(g *guardian.Guardian) *TPMMeta {
+	sk, _ := g.SigningKey.(*tpmkey.Key)
+	ek, _ := g.EncryptionKey.(*tpmkey.Key)
+	if sk == nil || ek == nil {
+		return nil
+	}
+	m := &TPMMeta{PCRs: ek.PCRs, PIN: sk.HasPIN() || ek.HasPIN()}
+	if ek.Identity != nil {
+		m.Identity = *ek.Identity
+	}
+	return m
 }
 
 // Entry is one guardian as found in the store. A broken entry has a
@@ -84,7 +117,8 @@ type Entry struct {
 func (e *Entry) Broken() bool { return e.Problem != "" }
 
 // loadEntry reads the entry in dir, which is named name.
-func loadEntry(dir, name string) *Entry {
+// A TPM guardian's keys are used with tpm (nil: none can be used).
+func loadEntry(dir, name string, tpm *tpmkey.Device) *Entry {
 	e := &Entry{Name: name, Guardian: &guardian.Guardian{Name: name}}
 	fi, err := os.Lstat(dir)
 	switch {
@@ -117,9 +151,11 @@ func loadEntry(dir, name string) *Entry {
 	// Without trustworthy metadata, what is on disk says whether the entry
 	// holds private keys.
 	withKeys := e.Meta.HasPrivateKeys
+	inTPM := e.Meta.Keys == guardian.KeysTPM
 	if !metaOK {
 		e.Meta = Meta{Version: 1, Name: name}
-		withKeys = exists(filepath.Join(dir, signingKeyFile)) || exists(filepath.Join(dir, encryptionKeyFile))
+		inTPM = exists(filepath.Join(dir, signingTPMKeyFile)) || exists(filepath.Join(dir, encryptionTPMKeyFile))
+		withKeys = inTPM || exists(filepath.Join(dir, signingKeyFile)) || exists(filepath.Join(dir, encryptionKeyFile))
 	}
 	g := e.Guardian
 	if g.Signing, err = readCert(filepath.Join(dir, signingCertFile)); err != nil {
@@ -128,7 +164,9 @@ func loadEntry(dir, name string) *Entry {
 	if g.Encryption, err = readCert(filepath.Join(dir, encryptionCertFil)); err != nil {
 		note("%s: %s", encryptionCertFil, describe(err))
 	}
-	if !withKeys {
+	// A TPM guardian keeps its signature too, so that granting it access
+	// needs no trip to its TPM.
+	if !withKeys || inTPM {
 		if raw, err := readRegular(filepath.Join(dir, encryptionSigFile)); err == nil {
 			if sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err == nil {
 				g.EncryptionCertSignature = sig
@@ -137,17 +175,46 @@ func loadEntry(dir, name string) *Entry {
 			}
 		}
 	}
-	if withKeys {
-		if g.SigningKey, err = readKey(filepath.Join(dir, signingKeyFile)); err != nil {
+	switch {
+	case withKeys && inTPM:
+		var pcrs *tpmkey.PCRBinding
+		var id *tpmkey.Identity
+		if e.Meta.TPM != nil {
+			pcrs, id = e.Meta.TPM.PCRs, &e.Meta.TPM.Identity
+		}
+		for _, k := range []struct {
+			file, role string
+			pcrs       *tpmkey.PCRBinding
+		}{{signingTPMKeyFile, "signing", nil}, {encryptionTPMKeyFile, "encryption", pcrs}} {
+			key, err := readTPMKey(filepath.Join(dir, k.file), tpm, fmt.Sprintf("guardian %q's %s key", name, k.role), k.pcrs)
+			if err != nil {
+				note("%s: %s", k.file, describe(err))
+				continue
+			}
+			key.Identity = id
+			if k.role == "signing" {
+				g.SigningKey = key
+			} else {
+				g.EncryptionKey = key
+			}
+		}
+	case withKeys:
+		if k, err := readKey(filepath.Join(dir, signingKeyFile)); err != nil {
 			note("%s: %s", signingKeyFile, describe(err))
+		} else {
+			g.SigningKey = k
 		}
-		if g.EncryptionKey, err = readKey(filepath.Join(dir, encryptionKeyFile)); err != nil {
+		if k, err := readKey(filepath.Join(dir, encryptionKeyFile)); err != nil {
 			note("%s: %s", encryptionKeyFile, describe(err))
+		} else {
+			g.EncryptionKey = k
 		}
-		if g.SigningKey != nil && g.Signing != nil && !g.SigningKey.PublicKey.Equal(g.Signing.PublicKey) {
+	}
+	if withKeys {
+		if g.SigningKey != nil && g.Signing != nil && !guardian.KeyMatches(g.SigningKey.Public(), g.Signing) {
 			note("the signing key does not match the signing certificate")
 		}
-		if g.EncryptionKey != nil && g.Encryption != nil && !g.EncryptionKey.PublicKey.Equal(g.Encryption.PublicKey) {
+		if g.EncryptionKey != nil && g.Encryption != nil && !guardian.KeyMatches(g.EncryptionKey.Public(), g.Encryption) {
 			note("the encryption key does not match the encryption certificate")
 		}
 	}
@@ -236,6 +303,18 @@ func readKey(path string) (*rsa.PrivateKey, error) {
 	return rk, nil
 }
 
+func readTPMKey(path string, tpm *tpmkey.Device, label string, pcrs *tpmkey.PCRBinding) (*tpmkey.Key, error) {
+	raw, err := readRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := tpmkey.Parse(tpm, raw, label, pcrs)
+	if err != nil {
+		return nil, errors.New("not a TSS2 PRIVATE KEY blob")
+	}
+	return k, nil
+}
+
 type entryFile struct {
 	name string
 	data []byte
@@ -259,11 +338,29 @@ func writeEntry(dir string, g *guardian.Guardian, meta Meta) error {
 		{signingCertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: g.Signing.Raw}), 0o644},
 		{encryptionCertFil, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: g.Encryption.Raw}), 0o644},
 	}
-	if meta.HasPrivateKeys {
+	if meta.HasPrivateKeys && meta.Keys == guardian.KeysTPM {
+		sk, _ := g.SigningKey.(*tpmkey.Key)
+		ek, _ := g.EncryptionKey.(*tpmkey.Key)
+		if sk == nil || ek == nil {
+			return fmt.Errorf("guardian %q: its keys are not both TPM keys", g.Name)
+		}
+		sig, err := g.SignEncryptionCertificate()
+		if err != nil {
+			return err
+		}
+		files = append(files,
+			entryFile{signingTPMKeyFile, sk.PEM(), 0o600},
+			entryFile{encryptionTPMKeyFile, ek.PEM(), 0o600},
+			entryFile{encryptionSigFile, []byte(base64.StdEncoding.EncodeToString(sig) + "\n"), 0o644})
+	} else if meta.HasPrivateKeys {
+		sk, ek, err := g.SoftwareKeys()
+		if err != nil {
+			return err
+		}
 		for _, k := range []struct {
 			name string
 			key  *rsa.PrivateKey
-		}{{signingKeyFile, g.SigningKey}, {encryptionKeyFile, g.EncryptionKey}} {
+		}{{signingKeyFile, sk}, {encryptionKeyFile, ek}} {
 			der, err := x509.MarshalPKCS8PrivateKey(k.key)
 			if err != nil {
 				return err

@@ -577,16 +577,19 @@ func (s *HyperV) loneKeys(g *hvGuardian, e *Entry) {
 	if g.problem == "" {
 		return
 	}
-	for _, c := range []struct {
-		sc  *SystemCert
-		tp  string
-		key **rsa.PrivateKey
-	}{{g.sig, g.sigTP, &e.Guardian.SigningKey}, {g.enc, g.encTP, &e.Guardian.EncryptionKey}} {
+	for i, c := range []struct {
+		sc *SystemCert
+		tp string
+	}{{g.sig, g.sigTP}, {g.enc, g.encTP}} {
 		if c.sc == nil || !c.sc.HasKey || c.sc.KeyProblem != "" {
 			continue
 		}
 		if k, err := s.stores.ExportKey(ShieldedVMStore, c.tp); err == nil && k.PublicKey.Equal(c.sc.Cert.PublicKey) {
-			*c.key = k
+			if i == 0 {
+				e.Guardian.SigningKey = k
+			} else {
+				e.Guardian.EncryptionKey = k
+			}
 		}
 	}
 }
@@ -646,6 +649,18 @@ func (s *HyperV) Add(g *guardian.Guardian, origin Origin, replace bool) (*Change
 	if g.Signing == nil || g.Encryption == nil {
 		return nil, fmt.Errorf("guardian %q lacks a certificate", g.Name)
 	}
+	// Windows would keep a TPM guardian's keys in the Platform Crypto
+	// Provider, which guardctl does not drive (docs/hyperv.md).
+	if g.KeyLocation() == guardian.KeysTPM {
+		return nil, fmt.Errorf("guardian %q keeps its keys in a TPM, and %s takes only software keys: %w", g.Name, s.Location(), ErrTPMUnsupported)
+	}
+	var sk, ek *rsa.PrivateKey
+	var err error
+	if g.HasPrivateKeys() {
+		if sk, ek, err = g.SoftwareKeys(); err != nil {
+			return nil, err
+		}
+	}
 	st, unlock, err := s.locked(true)
 	if err != nil {
 		return nil, err
@@ -676,7 +691,7 @@ func (s *HyperV) Add(g *guardian.Guardian, origin Origin, replace bool) (*Change
 		cert *x509.Certificate
 		key  *rsa.PrivateKey
 		tp   string
-	}{{g.Signing, g.SigningKey, sigTP}, {g.Encryption, g.EncryptionKey, encTP}} {
+	}{{g.Signing, sk, sigTP}, {g.Encryption, ek, encTP}} {
 		_, there := st.certs[c.tp]
 		if there && c.key == nil {
 			continue // never drop the key link of a certificate already there

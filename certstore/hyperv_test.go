@@ -1,6 +1,7 @@
 package certstore_test
 
 import (
+	"crypto/rsa"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -214,10 +215,10 @@ func TestHyperVPairing(t *testing.T) {
 		enc bool
 	}{{a, true, true}, {b, true, false}, {c, true, true}} {
 		if x.enc {
-			must(t, st.Add(certstore.ShieldedVMStore, x.g.Encryption, x.g.EncryptionKey))
+			must(t, st.Add(certstore.ShieldedVMStore, x.g.Encryption, x.g.EncryptionKey.(*rsa.PrivateKey)))
 		}
 		if x.sig {
-			must(t, st.Add(certstore.ShieldedVMStore, x.g.Signing, x.g.SigningKey))
+			must(t, st.Add(certstore.ShieldedVMStore, x.g.Signing, x.g.SigningKey.(*rsa.PrivateKey)))
 		}
 	}
 	es, err := s.List()
@@ -288,8 +289,8 @@ func TestHyperVRegistrationWithoutCertificates(t *testing.T) {
 	// Once its certificates are back (imported by hand), restore registers
 	// the name again.
 	st := w.Stores()
-	must(t, st.Add(certstore.ShieldedVMStore, g.Signing, g.SigningKey))
-	must(t, st.Add(certstore.ShieldedVMStore, g.Encryption, g.EncryptionKey))
+	must(t, st.Add(certstore.ShieldedVMStore, g.Signing, g.SigningKey.(*rsa.PrivateKey)))
+	must(t, st.Add(certstore.ShieldedVMStore, g.Encryption, g.EncryptionKey.(*rsa.PrivateKey)))
 	c, err := s.Restore("UntrustedGuardian")
 	must(t, err)
 	sameGuardian(t, c.Entry, g)
@@ -509,7 +510,7 @@ func TestHyperVKeyHgsClientDoesNotUse(t *testing.T) {
 func TestHyperVCertificateInPersonal(t *testing.T) {
 	s, w := newHyperV(t)
 	g := makeGuardian(t, "UntrustedGuardian", "OLDHOST", time.Time{})
-	must(t, w.Stores().Add(certstore.PersonalStore, g.Signing, g.SigningKey))
+	must(t, w.Stores().Add(certstore.PersonalStore, g.Signing, g.SigningKey.(*rsa.PrivateKey)))
 	f := findings(t, s, true)
 	m := f[certstore.FindingMisplaced]
 	if len(m) != 1 || !m[0].Warning || m[0].Action != "" || !strings.Contains(m[0].Detail, "signing certificate of guardian (UntrustedGuardian) (OLDHOST) is in LocalMachine\\Personal") {

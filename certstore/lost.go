@@ -33,6 +33,11 @@ type LostItem struct {
 	// recover can bring it back; otherwise Problems says why not.
 	Recoverable bool     `json:"recoverable"`
 	Problems    []string `json:"problems,omitempty"`
+	// Unverified says why the item is not what guardctl moved here from
+	// the store's own guardians, as it was (planted, changed since, dated
+	// in the future, an interrupted write's leftover): store recover then
+	// shows its thumbprints and asks.
+	Unverified string `json:"unverified,omitempty"`
 
 	entry *Entry
 }
@@ -62,9 +67,14 @@ func (s *Dir) lostAndFound() ([]LostItem, error) {
 	if err != nil {
 		return nil, err
 	}
+	moves := s.loadMoves()
 	var out []LostItem
 	for _, id := range ids {
-		out = append(out, s.lostItem(id))
+		it := s.lostItem(id)
+		if it.Kind == "guardian" {
+			it.Unverified = s.lostUnverified(moves, it)
+		}
+		out = append(out, it)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].MovedAt.After(out[j].MovedAt) })
 	return out, nil
@@ -105,7 +115,7 @@ func (s *Dir) lostItem(id string) LostItem {
 		it.Name = ""
 		return it
 	}
-	e := loadEntry(p, it.Name)
+	e := loadEntry(p, it.Name, s.tpm)
 	it.entry = e
 	it.HasPrivateKeys = e.Meta.HasPrivateKeys
 	for _, k := range []bool{e.Guardian.SigningKey != nil, e.Guardian.EncryptionKey != nil} {
@@ -128,7 +138,12 @@ func (s *Dir) lostItem(id string) LostItem {
 // lost+found item itself is left as it is. With dryRun, everything is
 // checked and nothing is written; Change.Entry is then the guardian as it
 // would be added.
-func (s *Dir) Recover(item, as string, replace, dryRun bool) (*Change, error) {
+//
+// An item that is not what guardctl moved there from the store's own
+// guardians, as it was (LostItem.Unverified), is recovered only with
+// accept; without it the answer is an *UnverifiedError, whose thumbprints
+// the command shows before it asks. By name, the newest verified item wins.
+func (s *Dir) Recover(item, as string, replace, dryRun, accept bool) (*Change, error) {
 	unlock, err := s.lock(!dryRun)
 	if err != nil {
 		return nil, err
@@ -145,8 +160,14 @@ func (s *Dir) Recover(item, as string, replace, dryRun bool) (*Change, error) {
 			break
 		}
 	}
-	// By guardian name: the newest recoverable item, else the newest one
-	// (to say what is wrong with it).
+	// By guardian name: the newest recoverable item guardctl vouches for,
+	// else the newest recoverable one, else the newest one (to say what is
+	// wrong with it).
+	for i := range items {
+		if found == nil && items[i].Name == item && items[i].Recoverable && items[i].Unverified == "" {
+			found = &items[i]
+		}
+	}
 	for i := range items {
 		if found == nil && items[i].Name == item && items[i].Recoverable {
 			found = &items[i]
@@ -170,9 +191,15 @@ func (s *Dir) Recover(item, as string, replace, dryRun bool) (*Change, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return nil, err
 	}
+	if _, err := os.Lstat(s.path(guardiansDir, name)); err == nil && !replace {
+		return nil, fmt.Errorf("guardian %q %w", name, ErrExists)
+	}
+	if found.Unverified != "" && !accept {
+		return nil, unverified(s, s.path(lostDir, found.ID), found.ID, name, found.Unverified)
+	}
 	e := found.entry
 	if e == nil || e.Name != name {
-		e = loadEntry(s.path(lostDir, found.ID), name)
+		e = loadEntry(s.path(lostDir, found.ID), name, s.tpm)
 		if e.Broken() && !e.MetaOnly {
 			return nil, fmt.Errorf("%s %w: %s", found.Path, ErrUnrecoverable, e.Problem)
 		}
@@ -194,5 +221,5 @@ func (s *Dir) Recover(item, as string, replace, dryRun bool) (*Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Change{Entry: loadEntry(s.path(guardiansDir, name), name), ReplacedID: replacedID, Notice: notice}, nil
+	return &Change{Entry: loadEntry(s.path(guardiansDir, name), name, s.tpm), ReplacedID: replacedID, Notice: notice}, nil
 }

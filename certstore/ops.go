@@ -34,7 +34,7 @@ func (s *Dir) Add(g *guardian.Guardian, origin Origin, replace bool) (*Change, e
 	if err != nil {
 		return nil, err
 	}
-	return &Change{Entry: loadEntry(s.path(guardiansDir, g.Name), g.Name), ReplacedID: replacedID}, nil
+	return &Change{Entry: loadEntry(s.path(guardiansDir, g.Name), g.Name, s.tpm), ReplacedID: replacedID}, nil
 }
 
 // add does Add's work under the lock.
@@ -47,6 +47,9 @@ func (s *Dir) add(g *guardian.Guardian, origin Origin, replace bool) (replacedID
 	}
 	tmp := s.path(tmpDir, newID(time.Now())+"-"+g.Name)
 	meta := Meta{Version: 1, Name: g.Name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin, AddedAt: time.Now().UTC().Truncate(time.Second)}
+	if g.KeyLocation() == guardian.KeysTPM {
+		meta.Keys, meta.TPM = guardian.KeysTPM, tpmMeta(g)
+	}
 	if err := writeEntry(tmp, g, meta); err != nil {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("writing guardian %q: %w", g.Name, err)
@@ -140,6 +143,10 @@ func (s *Dir) toTrash(name string) (string, error) {
 	if err := atomicfile.MkdirAll(holder); err != nil {
 		return "", err
 	}
+	// Recorded before the move, so that a run killed after it leaves no
+	// unrecorded entry (a record of what never arrived is dropped later).
+	// A record that cannot be written only makes restore ask.
+	s.recordMove(s.path(guardiansDir, name), filepath.Join(holder, name), true)
 	if err := os.Rename(s.path(guardiansDir, name), filepath.Join(holder, name)); err != nil {
 		os.Remove(holder)
 		return "", fmt.Errorf("moving guardian %q to the trash: %w", name, err)
@@ -167,7 +174,7 @@ func (s *Dir) Get(name string) (*Entry, error) {
 		// lock refuses such a store, but never show one made up).
 		return nil, fmt.Errorf("guardian %q %w in %s", name, ErrNotFound, s.dir)
 	}
-	return loadEntry(dir, name), nil
+	return loadEntry(dir, name, s.tpm), nil
 }
 
 // List reads every guardian, broken ones included, sorted by name.
@@ -183,7 +190,7 @@ func (s *Dir) List() ([]*Entry, error) {
 	}
 	out := make([]*Entry, 0, len(names))
 	for _, n := range names {
-		out = append(out, loadEntry(s.path(guardiansDir, n), n))
+		out = append(out, loadEntry(s.path(guardiansDir, n), n, s.tpm))
 	}
 	return out, nil
 }
@@ -224,7 +231,7 @@ func (s *Dir) Remove(name string, purge bool) (string, error) {
 	if !purge {
 		return s.toTrash(name)
 	}
-	doomed := s.path(tmpDir, newID(time.Now())+"-purge-"+name)
+	doomed := s.path(tmpDir, newID(time.Now())+purgeInfix+name)
 	if err := os.Rename(live, doomed); err != nil {
 		return "", err
 	}
@@ -232,6 +239,45 @@ func (s *Dir) Remove(name string, purge bool) (string, error) {
 		return "", err
 	}
 	return "", os.RemoveAll(doomed)
+}
+
+// purgeInfix is between the ID and the guardian's name of an entry, under
+// .tmp, that a purge took out of the live set to delete it.
+const purgeInfix = "-purge-"
+
+// purgeEntry is the shape of the names Remove gives what it purges.
+var purgeEntry = regexp.MustCompile(`^\d{8}T\d{6}\.\d{9}Z-[0-9a-f]{8}` + purgeInfix)
+
+// finishPurges deletes what purges a killed run left under .tmp: the user
+// asked for those private keys to be gone, so the next run finishes the
+// deletion instead of leaving them for store check to move aside as
+// something recoverable. The exclusive lock is held, so no purge is under
+// way in another process.
+func (s *Dir) finishPurges() error {
+	names, err := readNames(s.path(tmpDir))
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if !purgeEntry.MatchString(n) || guardian.ValidateName(n[len(purgeEntry.FindString(n)):]) != nil {
+			continue
+		}
+		if err := os.RemoveAll(s.path(tmpDir, n)); err != nil {
+			return fmt.Errorf("finishing the interrupted purge of guardian %q: %w", n[len(purgeEntry.FindString(n)):], err)
+		}
+	}
+	return nil
+}
+
+// pendingPurge reports whether a killed purge waits under .tmp.
+func (s *Dir) pendingPurge() bool {
+	names, _ := readNames(s.path(tmpDir))
+	for _, n := range names {
+		if purgeEntry.MatchString(n) {
+			return true
+		}
+	}
+	return false
 }
 
 // Removed is a guardian in the trash.
@@ -242,6 +288,11 @@ type Removed struct {
 	// Signing and Encryption are the removed guardian's thumbprints where
 	// the store records them (Hyper-V's does), else empty.
 	Signing, Encryption string
+	// Unverified says why the directory store cannot vouch for this entry
+	// (no record of guardctl moving it there, files changed since, a time
+	// in the future, which RemovedAt then does not repeat); restore asks
+	// before it brings such an entry back.
+	Unverified string
 }
 
 // Trash lists removed guardians, newest first.
@@ -259,6 +310,7 @@ func (s *Dir) trash() ([]Removed, error) {
 	if err != nil {
 		return nil, err
 	}
+	moves := s.loadMoves()
 	var out []Removed
 	for i := len(ids) - 1; i >= 0; i-- {
 		ts, ok := trashTime(ids[i])
@@ -271,7 +323,12 @@ func (s *Dir) trash() ([]Removed, error) {
 		}
 		for _, n := range names {
 			if trashedProblem(s.path(trashDir, ids[i], n), n) == "" {
-				out = append(out, Removed{Name: n, ID: ids[i], RemovedAt: ts})
+				r := Removed{Name: n, ID: ids[i], RemovedAt: ts}
+				r.Unverified = s.movedProblem(moves, s.path(trashDir, ids[i], n), ts)
+				if ts.After(time.Now().Add(clockSkew)) {
+					r.RemovedAt = time.Time{} // made up
+				}
+				out = append(out, r)
 			}
 		}
 	}
@@ -309,8 +366,23 @@ func trashedProblem(path, name string) string {
 	return ""
 }
 
-// Restore brings back the most recently removed guardian called name.
+// Restore brings back the most recently removed guardian called name that
+// guardctl moved to the trash and that is as it was then. When the trash
+// holds only others of that name (planted, changed, dated in the future,
+// or removed by a guardctl that kept no record), it returns an
+// *UnverifiedError naming the newest, which RestoreID brings back.
 func (s *Dir) Restore(name string) (*Change, error) {
+	return s.restore(name, "")
+}
+
+// RestoreID brings back the removed guardian name from the trash entry id,
+// whether or not guardctl's record of moving it there matches: for a
+// person who saw an UnverifiedError's thumbprints and confirmed.
+func (s *Dir) RestoreID(name, id string) (*Change, error) {
+	return s.restore(name, id)
+}
+
+func (s *Dir) restore(name, id string) (*Change, error) {
 	if err := guardian.ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -327,11 +399,18 @@ func (s *Dir) Restore(name string) (*Change, error) {
 	if err != nil {
 		return nil, err
 	}
+	var first *UnverifiedError
 	for _, r := range removed {
-		if r.Name != name {
+		if r.Name != name || (id != "" && r.ID != id) {
 			continue
 		}
 		holder := s.path(trashDir, r.ID)
+		if id == "" && r.Unverified != "" {
+			if first == nil {
+				first = unverified(s, filepath.Join(holder, name), r.ID, name, r.Unverified)
+			}
+			continue
+		}
 		if err := os.Rename(filepath.Join(holder, name), live); err != nil {
 			return nil, fmt.Errorf("restoring guardian %q: %w", name, err)
 		}
@@ -339,7 +418,10 @@ func (s *Dir) Restore(name string) (*Change, error) {
 			return nil, err
 		}
 		os.Remove(holder) // only if empty
-		return &Change{Entry: loadEntry(live, name)}, nil
+		return &Change{Entry: loadEntry(live, name, s.tpm)}, nil
+	}
+	if first != nil {
+		return nil, first
 	}
 	return nil, fmt.Errorf("removed guardian %q %w in the trash of %s", name, ErrNotFound, s.dir)
 }

@@ -95,7 +95,7 @@ func TestHgsRegistry(t *testing.T) {
 		cert *x509.Certificate
 		key  *rsa.PrivateKey
 		tp   string
-	}{{g.Signing, g.SigningKey, sig}, {g.Encryption, g.EncryptionKey, enc}} {
+	}{{g.Signing, g.SigningKey.(*rsa.PrivateKey), sig}, {g.Encryption, g.EncryptionKey.(*rsa.PrivateKey), enc}} {
 		must(t, s.Add(certstore.ShieldedVMStore, c.cert, c.key))
 		t.Cleanup(func() { s.Delete(certstore.ShieldedVMStore, c.tp, true) })
 	}

@@ -61,11 +61,24 @@ func requireCleanStore(t *testing.T, store string) {
 	if (len(res.Findings) > 0) != (code == exitStoreProblem) {
 		t.Errorf("store check exited %d with %d findings", code, len(res.Findings))
 	}
-	mustGuardctl(t, store, "store", "check", "--repair")
+	var repaired checkResult
+	if err := json.Unmarshal([]byte(mustGuardctl(t, store, "store", "check", "--repair", "-o", "json")), &repaired); err != nil {
+		t.Fatal(err)
+	}
 	mustGuardctl(t, store, "store", "check")
+	// Empty leftovers are removed (they hold nothing); the others are
+	// moved, never deleted.
+	toMove := 0
+	for _, f := range repaired.Findings {
+		if strings.HasPrefix(f.Action, "moved to ") {
+			toMove++
+		} else if !strings.HasPrefix(f.Action, "removed (") {
+			t.Errorf("store check --repair: %s %s: %s", f.Kind, f.Path, f.Action)
+		}
+	}
 	moved, _ := os.ReadDir(filepath.Join(store, "lost+found"))
-	if len(moved) != len(res.Findings) {
-		t.Errorf("lost+found holds %d entries; --repair had %d leftovers to move", len(moved), len(res.Findings))
+	if len(moved) != toMove {
+		t.Errorf("lost+found holds %d entries; --repair had %d leftovers to move", len(moved), toMove)
 	}
 }
 
@@ -195,6 +208,10 @@ func TestFullDisk(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(filepath.Join(mnt, "out")); len(left) != 0 {
 		t.Errorf("export to a full disk left %d files", len(left))
+	}
+	// nor the --dir it made (issue 20, item 8)
+	if _, err := os.Lstat(filepath.Join(mnt, "out")); err == nil {
+		t.Error("export to a full disk left the directory it made")
 	}
 
 	// a store on the full disk: create fails, the store stays clean

@@ -94,6 +94,21 @@ func TestKillEveryWritingCommand(t *testing.T) {
 	}
 }
 
+// purgesUnderWay lists what purges left under the store's .tmp.
+func purgesUnderWay(t *testing.T, store string) []string {
+	names, err := os.ReadDir(filepath.Join(store, ".tmp"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range names {
+		if strings.Contains(e.Name(), "-purge-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
 // seedPFX exports a guardian "seed", made in a store of its own, into dir.
 func seedPFX(t *testing.T, dir string) (sig, enc, pw string) {
 	src := filepath.Join(dir, "seed-store")
@@ -245,6 +260,90 @@ func killCases() []killCase {
 					if !live[n] {
 						t.Errorf("guardian %s is neither in the store nor in its trash", n)
 					}
+				}
+			},
+		},
+		{
+			// Issue 20, item 4: a purge killed while deleting is finished
+			// by the next run (here a read), never left with its keys.
+			name: "guardian remove --purge",
+			setup: func(t *testing.T, store, dir string) func(int) []string {
+				sig, enc, pw := seedPFX(t, dir)
+				return func(i int) []string {
+					// Every run is a purge: the guardian is imported
+					// again (cheaply) when an earlier run purged it.
+					if _, err := os.Lstat(filepath.Join(store, "guardians", "p")); err != nil {
+						mustGuardctl(t, store, "guardian", "import", "p", "--signing", sig, "--encryption", enc, "--password-file", pw)
+					}
+					return []string{"guardian", "remove", "p", "--purge", "--yes"}
+				}
+			},
+			after: func(t *testing.T, store, dir string, i int) {
+				mustGuardctl(t, store, "guardian", "list")
+				if left := purgesUnderWay(t, store); len(left) > 0 {
+					t.Fatalf("after run %d and a guardian list, a purge is still under way: %v", i, left)
+				}
+			},
+			end: func(t *testing.T, store, dir string, finished map[int]bool) {
+				requireCleanStore(t, store)
+				lost, _ := os.ReadDir(filepath.Join(store, "lost+found"))
+				for _, e := range lost {
+					if strings.Contains(e.Name(), "purge") {
+						t.Errorf("store check --repair kept a purged guardian in lost+found: %s", e.Name())
+					}
+				}
+			},
+		},
+		{
+			// Issue 20, item 5: the pair is renamed into place one file
+			// after the other; a kill between the two leaves a half that
+			// the next export (without --force) finishes.
+			name: "guardian export",
+			setup: func(t *testing.T, store, dir string) func(int) []string {
+				mustGuardctl(t, store, "guardian", "create", "g", "--host", "h")
+				pw := filepath.Join(dir, "pw")
+				os.WriteFile(pw, []byte("a long enough password"), 0o600)
+				out := filepath.Join(dir, "out")
+				return func(i int) []string {
+					// A whole pair is taken away, as a user would carry it off.
+					sig, enc := filepath.Join(out, "g-signing.pfx"), filepath.Join(out, "g-encryption.pfx")
+					if _, err := os.Lstat(enc); err == nil {
+						if _, err := os.Lstat(sig); err == nil {
+							os.Remove(sig)
+							os.Remove(enc)
+						}
+					}
+					return []string{"guardian", "export", "g", "--dir", out, "--password-file", pw}
+				}
+			},
+			after: func(t *testing.T, store, dir string, i int) {
+				g := identities(t, store)[0]
+				for _, f := range []struct {
+					file string
+					cert []byte
+				}{{"g-signing.pfx", g.Signing.Raw}, {"g-encryption.pfx", g.Encryption.Raw}} {
+					data, err := os.ReadFile(filepath.Join(dir, "out", f.file))
+					if os.IsNotExist(err) {
+						continue // a killed run: the next one writes it
+					} else if err != nil {
+						t.Fatalf("run %d: %v", i, err)
+					}
+					pfx, err := guardian.DecodePFX(data, "a long enough password")
+					if err != nil || !bytes.Equal(pfx.Cert.Raw, f.cert) {
+						t.Fatalf("run %d left %s that does not open to the guardian's certificate: %v", i, f.file, err)
+					}
+				}
+			},
+			end: func(t *testing.T, store, dir string, finished map[int]bool) {
+				// One more run finishes whatever the last kill left.
+				mustGuardctl(t, store, "guardian", "export", "g", "--dir", filepath.Join(dir, "out"), "--password-file", filepath.Join(dir, "pw"))
+				left, _ := os.ReadDir(filepath.Join(dir, "out"))
+				var names []string
+				for _, e := range left {
+					names = append(names, e.Name())
+				}
+				if len(names) != 2 {
+					t.Errorf("the export directory holds %v, not the pair alone", names)
 				}
 			},
 		},

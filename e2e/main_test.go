@@ -96,6 +96,7 @@ const (
 	exitUsage        = 2
 	exitNotFound     = 3
 	exitExists       = 4
+	exitVerification = 5
 	exitStoreProblem = 6
 )
 

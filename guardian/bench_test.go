@@ -1,6 +1,9 @@
 package guardian
 
-import "testing"
+import (
+	"crypto/rsa"
+	"testing"
+)
 
 func BenchmarkGenerate(b *testing.B) {
 	for b.Loop() {
@@ -15,10 +18,10 @@ func BenchmarkGenerate(b *testing.B) {
 func BenchmarkExportPair(b *testing.B) {
 	g := newTestGuardian(b, "g")
 	for b.Loop() {
-		if _, err := EncodePFX(g.SigningKey, g.Signing, "pw", false); err != nil {
+		if _, err := EncodePFX(g.SigningKey.(*rsa.PrivateKey), g.Signing, "pw", false); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := EncodePFX(g.EncryptionKey, g.Encryption, "pw", false); err != nil {
+		if _, err := EncodePFX(g.EncryptionKey.(*rsa.PrivateKey), g.Encryption, "pw", false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -28,8 +31,8 @@ func BenchmarkExportPair(b *testing.B) {
 // the guardian validated.
 func BenchmarkImportPair(b *testing.B) {
 	g := newTestGuardian(b, "g")
-	sig, _ := EncodePFX(g.SigningKey, g.Signing, "pw", false)
-	enc, _ := EncodePFX(g.EncryptionKey, g.Encryption, "pw", false)
+	sig, _ := EncodePFX(g.SigningKey.(*rsa.PrivateKey), g.Signing, "pw", false)
+	enc, _ := EncodePFX(g.EncryptionKey.(*rsa.PrivateKey), g.Encryption, "pw", false)
 	for b.Loop() {
 		s, err := DecodePFX(sig, "pw")
 		if err != nil {

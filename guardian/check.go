@@ -2,6 +2,7 @@ package guardian
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
 	"time"
@@ -36,12 +37,12 @@ func (g *Guardian) Validate(p Policy) error {
 	for _, c := range []struct {
 		role string
 		cert *x509.Certificate
-		key  *rsa.PrivateKey
-	}{{"signing", g.Signing, g.SigningKey}, {"encryption", g.Encryption, g.EncryptionKey}} {
+		key  crypto.PublicKey
+	}{{"signing", g.Signing, publicOf(g.SigningKey)}, {"encryption", g.Encryption, publicOf(g.EncryptionKey)}} {
 		if err := checkCert(c.role, c.cert, p); err != nil {
 			return err
 		}
-		if c.key != nil && !c.key.PublicKey.Equal(c.cert.PublicKey) {
+		if c.key != nil && !KeyMatches(c.key, c.cert) {
 			return errorf(KindMismatch, "the %s private key does not match the %s certificate", c.role, c.role)
 		}
 	}
@@ -49,6 +50,19 @@ func (g *Guardian) Validate(p Policy) error {
 		return errorf(KindMismatch, "guardian %q has only one of its two private keys", g.Name)
 	}
 	return nil
+}
+
+func publicOf(k interface{ Public() crypto.PublicKey }) crypto.PublicKey {
+	if k == nil {
+		return nil
+	}
+	return k.Public()
+}
+
+// KeyMatches reports whether pub is the public key of cert.
+func KeyMatches(pub crypto.PublicKey, cert *x509.Certificate) bool {
+	p, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && p.Equal(cert.PublicKey)
 }
 
 // RSAPublicKey returns the certificate's RSA key or an error naming the

@@ -1,6 +1,7 @@
 package guardian
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -27,6 +28,10 @@ type GenerateOptions struct {
 	ValidYears int    // 0 means 10
 	Now        time.Time
 	Rand       io.Reader // nil means crypto/rand
+	// NewKey makes the private key for role ("signing" or "encryption";
+	// the encryption key must be a crypto.Decrypter too) somewhere other
+	// than memory, such as a TPM. nil: software RSA keys of KeySize bits.
+	NewKey func(role string) (crypto.Signer, error)
 }
 
 // Generate makes a guardian shaped like the one New-HgsGuardian
@@ -59,20 +64,30 @@ func Generate(o GenerateOptions) (*Guardian, error) {
 		o.Rand = rand.Reader
 	}
 	g := &Guardian{Name: o.Name}
-	var err error
-	g.SigningKey, g.Signing, err = selfSigned(o, fmt.Sprintf("Shielded VM Signing Certificate (%s) (%s)", o.Name, o.Host), x509.KeyUsageDigitalSignature)
+	sk, sc, err := selfSigned(o, "signing", fmt.Sprintf("Shielded VM Signing Certificate (%s) (%s)", o.Name, o.Host), x509.KeyUsageDigitalSignature)
 	if err != nil {
 		return nil, err
 	}
-	g.EncryptionKey, g.Encryption, err = selfSigned(o, fmt.Sprintf("Shielded VM Encryption Certificate (%s) (%s)", o.Name, o.Host), x509.KeyUsageKeyEncipherment|x509.KeyUsageDataEncipherment)
+	ek, ec, err := selfSigned(o, "encryption", fmt.Sprintf("Shielded VM Encryption Certificate (%s) (%s)", o.Name, o.Host), x509.KeyUsageKeyEncipherment|x509.KeyUsageDataEncipherment)
 	if err != nil {
 		return nil, err
 	}
+	dk, ok := ek.(crypto.Decrypter)
+	if !ok {
+		return nil, errorf(KindUnsupported, "the encryption key made for guardian %q cannot decrypt", o.Name)
+	}
+	g.SigningKey, g.Signing, g.EncryptionKey, g.Encryption = sk, sc, dk, ec
 	return g, nil
 }
 
-func selfSigned(o GenerateOptions, cn string, usage x509.KeyUsage) (*rsa.PrivateKey, *x509.Certificate, error) {
-	key, err := rsa.GenerateKey(o.Rand, o.KeySize)
+func selfSigned(o GenerateOptions, role, cn string, usage x509.KeyUsage) (crypto.Signer, *x509.Certificate, error) {
+	var key crypto.Signer
+	var err error
+	if o.NewKey != nil {
+		key, err = o.NewKey(role)
+	} else {
+		key, err = rsa.GenerateKey(o.Rand, o.KeySize)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -80,7 +95,7 @@ func selfSigned(o GenerateOptions, cn string, usage x509.KeyUsage) (*rsa.Private
 	if err != nil {
 		return nil, nil, err
 	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -96,7 +111,7 @@ func selfSigned(o GenerateOptions, cn string, usage x509.KeyUsage) (*rsa.Private
 		SubjectKeyId:          ski[:],
 		SignatureAlgorithm:    x509.SHA256WithRSA,
 	}
-	der, err := x509.CreateCertificate(o.Rand, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(o.Rand, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		return nil, nil, err
 	}

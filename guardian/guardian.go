@@ -7,6 +7,7 @@
 package guardian
 
 import (
+	"crypto"
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
@@ -21,11 +22,15 @@ import (
 
 // Guardian is a named pair of certificates with optional private keys.
 type Guardian struct {
-	Name          string
-	Signing       *x509.Certificate
-	Encryption    *x509.Certificate
-	SigningKey    *rsa.PrivateKey // nil for a public-only guardian
-	EncryptionKey *rsa.PrivateKey // nil for a public-only guardian
+	Name       string
+	Signing    *x509.Certificate
+	Encryption *x509.Certificate
+	// SigningKey and EncryptionKey are the private halves: an
+	// *rsa.PrivateKey in software, or a key held in a TPM (tpmkey.Key);
+	// both nil for a public-only guardian. Signing is RSASSA-PKCS1-v1.5
+	// with SHA-256, decryption RSA-OAEP with SHA-256 and no label.
+	SigningKey    crypto.Signer
+	EncryptionKey crypto.Decrypter
 	// EncryptionCertSignature is the signing key's signature over the
 	// encryption certificate, kept for a public-only guardian (which cannot
 	// make it) so that key protectors can be granted to it.
@@ -35,6 +40,46 @@ type Guardian struct {
 // HasPrivateKeys reports whether the guardian holds both private keys.
 func (g *Guardian) HasPrivateKeys() bool {
 	return g.SigningKey != nil && g.EncryptionKey != nil
+}
+
+// KeyLocation says where a guardian's private keys live.
+type KeyLocation string
+
+const (
+	KeysFile KeyLocation = "file"        // software keys, in the store's files
+	KeysTPM  KeyLocation = "tpm"         // keys generated in and held by a TPM
+	KeysNone KeyLocation = "public only" // no private keys
+)
+
+// inTPM is what a key held in a TPM answers.
+type inTPM interface{ InTPM() bool }
+
+// KeyLocation says where g's private keys live.
+func (g *Guardian) KeyLocation() KeyLocation {
+	if g.SigningKey == nil && g.EncryptionKey == nil {
+		return KeysNone
+	}
+	for _, k := range []any{g.SigningKey, g.EncryptionKey} {
+		if t, ok := k.(inTPM); ok && t.InTPM() {
+			return KeysTPM
+		}
+	}
+	return KeysFile
+}
+
+// SoftwareKeys returns g's private keys as RSA keys in memory, for what
+// needs the key material itself (a PFX export, the store's key files); an
+// error for keys a TPM holds, which never leave it.
+func (g *Guardian) SoftwareKeys() (signing, encryption *rsa.PrivateKey, err error) {
+	s, ok1 := g.SigningKey.(*rsa.PrivateKey)
+	e, ok2 := g.EncryptionKey.(*rsa.PrivateKey)
+	if !ok1 || !ok2 {
+		if g.KeyLocation() == KeysTPM {
+			return nil, nil, errorf(KindUnsupported, "guardian %q keeps its private keys in a TPM, which never lets them out", g.Name)
+		}
+		return nil, nil, errorf(KindInvalid, "guardian %q has no private keys", g.Name)
+	}
+	return s, e, nil
 }
 
 // Public returns the guardian without its private keys, keeping (or

@@ -2,6 +2,7 @@ package guardian
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
@@ -101,7 +102,7 @@ func TestValidateName(t *testing.T) {
 func TestPFXRoundTrip(t *testing.T) {
 	g := newTestGuardian(t, "g")
 	for _, legacy := range []bool{false, true} {
-		data, err := EncodePFX(g.SigningKey, g.Signing, "pw", legacy)
+		data, err := EncodePFX(g.SigningKey.(*rsa.PrivateKey), g.Signing, "pw", legacy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +122,7 @@ func TestPFXRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	if _, err := EncodePFX(g.SigningKey, g.Signing, "", false); err == nil {
+	if _, err := EncodePFX(g.SigningKey.(*rsa.PrivateKey), g.Signing, "", false); err == nil {
 		t.Error("an empty password was accepted for private keys")
 	}
 }

@@ -200,60 +200,40 @@ func decodePKCS12(data []byte, password string) (*pfxContents, error) {
 	if err != nil {
 		return nil, damaged(err)
 	}
-	pw := newPFXPassword(password)
-	macVerified := false
-	if len(pfx.MacData.Mac.Algorithm.Algorithm) > 0 {
-		if pw, err = verifyMAC(pfx.MacData, pw, authSafe); err != nil {
-			return nil, err
-		}
-		macVerified = true
-	}
-	undecryptable := func() error {
-		if macVerified {
-			return errorf(KindInvalid, "the file is damaged: its MAC verifies with the password, but its encrypted contents do not decrypt with it")
-		}
-		return &Error{Kind: KindPassword, Msg: "wrong password (the file has no MAC, and its encrypted contents do not decrypt with this password)"}
-	}
-	if authSafe, err = berToDER(authSafe); err != nil {
+	// Every SafeContents is read, and the key derivations the file asks for
+	// are counted, before the first derivation (the MAC's) runs.
+	safesDER, err := berToDER(authSafe)
+	if err != nil {
 		return nil, damaged(err)
 	}
 	var safes []contentInfo
-	if rest, err := asn1.Unmarshal(authSafe, &safes); err != nil || len(rest) != 0 {
+	if rest, err := asn1.Unmarshal(safesDER, &safes); err != nil || len(rest) != 0 {
 		return nil, damaged(fmt.Errorf("authenticated safe: %v", err))
 	}
 	if len(safes) == 0 || len(safes) > maxSafeContents {
 		return nil, errorf(KindInvalid, "the file has %d SafeContents; guardctl reads between 1 and %d", len(safes), maxSafeContents)
 	}
-	out := &pfxContents{}
+	type safe struct {
+		contents  []byte         // a plain SafeContents
+		encrypted *encryptedSafe // or an encrypted one
+	}
+	list := make([]safe, len(safes))
+	work := &workBudget{left: maxWork()}
 	bags := 0
-	for _, ci := range safes {
-		var contents []byte
+	for i, ci := range safes {
 		switch {
 		case ci.ContentType.Equal(oidData):
-			if contents, err = explicitOctets(ci.Content); err != nil {
+			if list[i].contents, err = explicitOctets(ci.Content); err != nil {
 				return nil, damaged(err)
+			}
+			if err := countPlainWork(list[i].contents, &bags, 0, work); err != nil {
+				return nil, err
 			}
 		case ci.ContentType.Equal(oidEncryptedData):
-			inner, err := explicitContent(ci.Content)
-			if err != nil {
-				return nil, damaged(err)
+			if list[i].encrypted, err = readEncryptedSafe(ci.Content); err != nil {
+				return nil, err
 			}
-			var ed encryptedData
-			if _, err := asn1.Unmarshal(inner, &ed); err != nil {
-				return nil, damaged(err)
-			}
-			eci := ed.EncryptedContentInfo
-			if eci.EncryptedContent.Class != asn1.ClassContextSpecific || eci.EncryptedContent.Tag != 0 {
-				return nil, damaged(errors.New("encrypted data without content"))
-			}
-			ct, err := joinChunks(eci.EncryptedContent)
-			if err != nil {
-				return nil, damaged(err)
-			}
-			contents, err = pbeDecrypt(eci.ContentEncryptionAlgorithm, pw, ct)
-			if errors.Is(err, errUndecryptable) {
-				return nil, undecryptable()
-			} else if err != nil {
+			if err := work.charge(list[i].encrypted.pbe.cost); err != nil {
 				return nil, err
 			}
 		case ci.ContentType.Equal(oidEnvelopedData):
@@ -261,9 +241,42 @@ func decodePKCS12(data []byte, password string) (*pfxContents, error) {
 		default:
 			return nil, damaged(fmt.Errorf("SafeContents of type %s", ci.ContentType))
 		}
+	}
+	// The MAC may use what the counted derivations leave; the counted ones
+	// are charged again below as they run, with what the MAC left over for
+	// the key bags that only decryption reveals.
+	spent := maxWork() - work.left
+	macWork := &workBudget{left: work.left}
+	pw := newPFXPassword(password)
+	macVerified := false
+	if len(pfx.MacData.Mac.Algorithm.Algorithm) > 0 {
+		if pw, err = verifyMAC(pfx.MacData, pw, authSafe, macWork); err != nil {
+			return nil, err
+		}
+		macVerified = true
+	}
+	work.left = macWork.left + spent
+	undecryptable := func() error {
+		if macVerified {
+			return errorf(KindInvalid, "the file is damaged: its MAC verifies with the password, but its encrypted contents do not decrypt with it")
+		}
+		return &Error{Kind: KindPassword, Msg: "wrong password (the file has no MAC, and its encrypted contents do not decrypt with this password)"}
+	}
+	out := &pfxContents{}
+	bags = 0
+	for _, sf := range list {
+		contents := sf.contents
+		if sf.encrypted != nil {
+			contents, err = sf.encrypted.decrypt(pw, work)
+			if errors.Is(err, errUndecryptable) {
+				return nil, undecryptable()
+			} else if err != nil {
+				return nil, err
+			}
+		}
 		// errUndecryptable here is a key that does not decrypt, or
 		// SafeContents decrypted to well-padded garbage.
-		err := out.readSafeContents(contents, pw, &bags, 0, ci.ContentType.Equal(oidEncryptedData))
+		err := out.readSafeContents(contents, pw, &bags, 0, sf.encrypted != nil, work)
 		if errors.Is(err, errUndecryptable) {
 			return nil, undecryptable()
 		} else if err != nil {
@@ -275,7 +288,7 @@ func decodePKCS12(data []byte, password string) (*pfxContents, error) {
 
 // readSafeContents reads one SafeContents; decrypted says it was
 // decrypted, so that what does not parse is the sign of a wrong key.
-func (out *pfxContents) readSafeContents(contents []byte, pw pfxPassword, bags *int, depth int, decrypted bool) error {
+func (out *pfxContents) readSafeContents(contents []byte, pw pfxPassword, bags *int, depth int, decrypted bool, work *workBudget) error {
 	if depth > maxBagDepth {
 		return errorf(KindInvalid, "the file nests SafeContents more than %d deep", maxBagDepth)
 	}
@@ -312,7 +325,7 @@ func (out *pfxContents) readSafeContents(contents []byte, pw pfxPassword, bags *
 			if rest, err := asn1.Unmarshal(value, &epki); err != nil || len(rest) != 0 {
 				return damaged(fmt.Errorf("encrypted private key: %v", err))
 			}
-			plain, err := pbeDecrypt(epki.Algorithm, pw, epki.Data)
+			plain, err := pbeDecrypt(epki.Algorithm, pw, epki.Data, work)
 			if err != nil {
 				return err
 			}
@@ -339,11 +352,93 @@ func (out *pfxContents) readSafeContents(contents []byte, pw pfxPassword, bags *
 			}
 			out.certs = append(out.certs, cert)
 		case b.ID.Equal(oidSafeContentsBag):
-			if err := out.readSafeContents(value, pw, bags, depth+1, decrypted); err != nil {
+			if err := out.readSafeContents(value, pw, bags, depth+1, decrypted, work); err != nil {
 				return err
 			}
 		}
 		// CRL and secret bags carry nothing a guardian needs.
+	}
+	return nil
+}
+
+// encryptedSafe is an EncryptedData SafeContents, parsed but not decrypted.
+type encryptedSafe struct {
+	pbe        *pbeScheme
+	ciphertext []byte
+}
+
+func readEncryptedSafe(content asn1.RawValue) (*encryptedSafe, error) {
+	inner, err := explicitContent(content)
+	if err != nil {
+		return nil, damaged(err)
+	}
+	var ed encryptedData
+	if _, err := asn1.Unmarshal(inner, &ed); err != nil {
+		return nil, damaged(err)
+	}
+	eci := ed.EncryptedContentInfo
+	if eci.EncryptedContent.Class != asn1.ClassContextSpecific || eci.EncryptedContent.Tag != 0 {
+		return nil, damaged(errors.New("encrypted data without content"))
+	}
+	ct, err := joinChunks(eci.EncryptedContent)
+	if err != nil {
+		return nil, damaged(err)
+	}
+	pbe, err := parsePBE(eci.ContentEncryptionAlgorithm)
+	if err != nil {
+		return nil, err
+	}
+	return &encryptedSafe{pbe: pbe, ciphertext: ct}, nil
+}
+
+func (e *encryptedSafe) decrypt(pw pfxPassword, work *workBudget) ([]byte, error) {
+	if err := work.charge(e.pbe.cost); err != nil {
+		return nil, err
+	}
+	return cbcDecrypt(e.pbe, pw, e.ciphertext)
+}
+
+// countPlainWork counts the bags of a plain SafeContents and charges the
+// derivations of its shrouded key bags, without deriving anything. What does
+// not parse is left for readSafeContents to report.
+func countPlainWork(contents []byte, bags *int, depth int, work *workBudget) error {
+	if depth > maxBagDepth {
+		return errorf(KindInvalid, "the file nests SafeContents more than %d deep", maxBagDepth)
+	}
+	der, err := berToDER(contents)
+	if err != nil {
+		return nil
+	}
+	var list []safeBag
+	if _, err := asn1.Unmarshal(der, &list); err != nil {
+		return nil
+	}
+	for _, b := range list {
+		if *bags++; *bags > maxBags {
+			return errorf(KindInvalid, "the file has more than %d bags; a guardian PFX has a few", maxBags)
+		}
+		value, err := explicitContent(b.Value)
+		if err != nil {
+			continue
+		}
+		switch {
+		case b.ID.Equal(oidShroudedKeyBag):
+			var epki encryptedPrivateKeyInfo
+			if _, err := asn1.Unmarshal(value, &epki); err != nil {
+				continue
+			}
+			pbe, err := parsePBE(epki.Algorithm)
+			if err != nil {
+				return err
+			}
+			if err := work.charge(pbe.cost); err != nil {
+				return err
+			}
+		case b.ID.Equal(oidSafeContentsBag):
+			if err := countPlainWork(value, bags, depth+1, work); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -402,7 +497,7 @@ func joinChunks(v asn1.RawValue) ([]byte, error) {
 }
 
 // verifyMAC checks the MAC and returns the password encoding that verified.
-func verifyMAC(md macData, pw pfxPassword, content []byte) (pfxPassword, error) {
+func verifyMAC(md macData, pw pfxPassword, content []byte, work *workBudget) (pfxPassword, error) {
 	alg := md.Mac.Algorithm.Algorithm
 	if alg.Equal(oidPBMAC1) {
 		var p struct {
@@ -422,6 +517,9 @@ func verifyMAC(md macData, pw pfxPassword, content []byte) (pfxPassword, error) 
 		}
 		if kp.KeyLength < 20 || kp.KeyLength > 64 {
 			return pw, errorf(KindUnsupported, "the file's PBMAC1 key length is %d bytes; guardctl accepts 20 to 64", kp.KeyLength)
+		}
+		if err := work.charge(kp.Iterations * chains(kp.KeyLength, kp.prf().Size())); err != nil {
+			return pw, err
 		}
 		key, err := pbkdf2.Key(kp.prf, string(pw.utf8), kp.Salt, kp.Iterations, kp.KeyLength)
 		if err != nil {
@@ -447,6 +545,9 @@ func verifyMAC(md macData, pw pfxPassword, content []byte) (pfxPassword, error) 
 	candidates := [][]byte{pw.bmp}
 	if len(pw.utf8) == 0 {
 		candidates = append(candidates, nil) // some writers use no bytes at all for an empty password
+	}
+	if err := work.charge(md.Iterations * len(candidates)); err != nil {
+		return pw, err
 	}
 	for _, c := range candidates {
 		if hmac.Equal(pkcs12MAC(h, c, md, content), md.Mac.Digest) {
@@ -486,9 +587,22 @@ func parsePBKDF2(alg pkix.AlgorithmIdentifier) (*pbkdf2Parsed, error) {
 }
 
 // pbeDecrypt decrypts data under a PBES2 or PKCS#12 password-based
-// encryption scheme. errUndecryptable means bad padding.
-func pbeDecrypt(alg pkix.AlgorithmIdentifier, pw pfxPassword, data []byte) ([]byte, error) {
-	block, iv, err := pbeCipher(alg, pw)
+// encryption scheme, charging its key derivation to work first.
+// errUndecryptable means bad padding.
+func pbeDecrypt(alg pkix.AlgorithmIdentifier, pw pfxPassword, data []byte, work *workBudget) ([]byte, error) {
+	pbe, err := parsePBE(alg)
+	if err != nil {
+		return nil, err
+	}
+	if err := work.charge(pbe.cost); err != nil {
+		return nil, err
+	}
+	return cbcDecrypt(pbe, pw, data)
+}
+
+// cbcDecrypt derives pbe's key and decrypts data with it.
+func cbcDecrypt(pbe *pbeScheme, pw pfxPassword, data []byte) ([]byte, error) {
+	block, iv, err := pbe.cipher(pw)
 	if err != nil {
 		return nil, err
 	}
@@ -510,16 +624,25 @@ func pbeDecrypt(alg pkix.AlgorithmIdentifier, pw pfxPassword, data []byte) ([]by
 	return plain[:len(plain)-n], nil
 }
 
-func pbeCipher(alg pkix.AlgorithmIdentifier, pw pfxPassword) (cipher.Block, []byte, error) {
+// pbeScheme is a parsed password-based encryption scheme: what its key
+// derivation costs, and the derivation itself.
+type pbeScheme struct {
+	cost   int // hash-iteration chains times iterations (see workBudget)
+	cipher func(pw pfxPassword) (cipher.Block, []byte, error)
+}
+
+// parsePBE reads a PBES2 or PKCS#12 PBE algorithm identifier without
+// deriving anything, so that the cost of a whole file can be known first.
+func parsePBE(alg pkix.AlgorithmIdentifier) (*pbeScheme, error) {
 	switch {
 	case alg.Algorithm.Equal(oidPBES2):
 		var p pbes2Params
 		if rest, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err != nil || len(rest) != 0 {
-			return nil, nil, damaged(fmt.Errorf("PBES2 parameters: %v", err))
+			return nil, damaged(fmt.Errorf("PBES2 parameters: %v", err))
 		}
 		kp, err := parsePBKDF2(p.KDF)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		var keyLen int
 		var newCipher func([]byte) (cipher.Block, error)
@@ -529,60 +652,111 @@ func pbeCipher(alg pkix.AlgorithmIdentifier, pw pfxPassword) (cipher.Block, []by
 		case s.Equal(oidDESEDE3CBC):
 			keyLen, newCipher = 24, des.NewTripleDESCipher
 		default:
-			return nil, nil, errorf(KindUnsupported, "the file is encrypted with %s, which guardctl does not support", s)
+			return nil, errorf(KindUnsupported, "the file is encrypted with %s, which guardctl does not support", s)
 		}
 		if kp.KeyLength != 0 && kp.KeyLength != keyLen {
-			return nil, nil, damaged(fmt.Errorf("PBKDF2 key length %d for a %d-byte key", kp.KeyLength, keyLen))
+			return nil, damaged(fmt.Errorf("PBKDF2 key length %d for a %d-byte key", kp.KeyLength, keyLen))
 		}
 		var iv []byte
 		if rest, err := asn1.Unmarshal(p.Scheme.Parameters.FullBytes, &iv); err != nil || len(rest) != 0 {
-			return nil, nil, damaged(fmt.Errorf("IV: %v", err))
+			return nil, damaged(fmt.Errorf("IV: %v", err))
 		}
-		key, err := pbkdf2.Key(kp.prf, string(pw.utf8), kp.Salt, kp.Iterations, keyLen)
-		if err != nil {
-			return nil, nil, damaged(err)
-		}
-		block, err := newCipher(key)
-		if err != nil {
-			return nil, nil, damaged(err)
-		}
-		if len(iv) != block.BlockSize() {
-			return nil, nil, damaged(fmt.Errorf("IV of %d bytes", len(iv)))
-		}
-		return block, iv, nil
+		return &pbeScheme{
+			cost: kp.Iterations * chains(keyLen, kp.prf().Size()),
+			cipher: func(pw pfxPassword) (cipher.Block, []byte, error) {
+				key, err := pbkdf2.Key(kp.prf, string(pw.utf8), kp.Salt, kp.Iterations, keyLen)
+				if err != nil {
+					return nil, nil, damaged(err)
+				}
+				block, err := newCipher(key)
+				if err != nil {
+					return nil, nil, damaged(err)
+				}
+				if len(iv) != block.BlockSize() {
+					return nil, nil, damaged(fmt.Errorf("IV of %d bytes", len(iv)))
+				}
+				return block, iv, nil
+			},
+		}, nil
 	case len(alg.Algorithm) == len(oidPKCS12PBE)+1 && alg.Algorithm[:len(oidPKCS12PBE)].Equal(oidPKCS12PBE):
 		var p pkcs12PBEParams
 		if rest, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err != nil || len(rest) != 0 {
-			return nil, nil, damaged(fmt.Errorf("PBE parameters: %v", err))
+			return nil, damaged(fmt.Errorf("PBE parameters: %v", err))
 		}
 		if err := checkIterationCount(p.Iterations); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if p.Iterations < 1 {
-			return nil, nil, damaged(fmt.Errorf("PBE iteration count %d", p.Iterations))
+			return nil, damaged(fmt.Errorf("PBE iteration count %d", p.Iterations))
 		}
-		derive := func(id byte, n int) []byte { return pkcs12KDF(sha1.New, id, pw.bmp, p.Salt, p.Iterations, n) }
-		var block cipher.Block
-		var err error
+		var keyLen int
 		switch alg.Algorithm[len(oidPKCS12PBE)] {
 		case 3: // pbeWithSHAAnd3-KeyTripleDES-CBC
-			block, err = des.NewTripleDESCipher(derive(1, 24))
-		case 4: // pbeWithSHAAnd2-KeyTripleDES-CBC
-			k := derive(1, 16)
-			block, err = des.NewTripleDESCipher(append(k, k[:8]...))
-		case 5: // pbeWithSHAAnd128BitRC2-CBC
-			block, err = newRC2(derive(1, 16), 128)
+			keyLen = 24
+		case 4, 5: // pbeWithSHAAnd2-KeyTripleDES-CBC, pbeWithSHAAnd128BitRC2-CBC
+			keyLen = 16
 		case 6: // pbeWithSHAAnd40BitRC2-CBC
-			block, err = newRC2(derive(1, 5), 40)
+			keyLen = 5
 		default:
-			return nil, nil, errorf(KindUnsupported, "the file is encrypted with %s (RC4), which guardctl does not support", alg.Algorithm)
+			return nil, errorf(KindUnsupported, "the file is encrypted with %s (RC4), which guardctl does not support", alg.Algorithm)
 		}
-		if err != nil {
-			return nil, nil, damaged(err)
-		}
-		return block, derive(2, 8), nil
+		return &pbeScheme{
+			// The key, then the IV (8 bytes: one SHA-1 chain).
+			cost: p.Iterations * (chains(keyLen, sha1.Size) + 1),
+			cipher: func(pw pfxPassword) (cipher.Block, []byte, error) {
+				derive := func(id byte, n int) []byte { return pkcs12KDF(sha1.New, id, pw.bmp, p.Salt, p.Iterations, n) }
+				var block cipher.Block
+				var err error
+				switch alg.Algorithm[len(oidPKCS12PBE)] {
+				case 3:
+					block, err = des.NewTripleDESCipher(derive(1, 24))
+				case 4:
+					k := derive(1, 16)
+					block, err = des.NewTripleDESCipher(append(k, k[:8]...))
+				case 5:
+					block, err = newRC2(derive(1, 16), 128)
+				case 6:
+					block, err = newRC2(derive(1, 5), 40)
+				}
+				if err != nil {
+					return nil, nil, damaged(err)
+				}
+				return block, derive(2, 8), nil
+			},
+		}, nil
 	}
-	return nil, nil, errorf(KindUnsupported, "the file is encrypted with %s, which guardctl does not support", alg.Algorithm)
+	return nil, errorf(KindUnsupported, "the file is encrypted with %s, which guardctl does not support", alg.Algorithm)
+}
+
+// chains is how many hash chains a derivation of n bytes runs with a hash
+// of size bytes (PBKDF2 and the PKCS#12 KDF each run one per output block).
+func chains(n, size int) int {
+	return max(1, (n+size-1)/size)
+}
+
+// workBudget bounds the key-derivation work of a whole file, in hash
+// iterations (a derivation costs its iteration count times the hash chains
+// it runs). A per-derivation bound alone let a file of 255 key bags at the
+// maximum count keep guardctl busy for most of a minute: the total is
+// counted before any derivation where the structure shows it (the MAC,
+// every encrypted SafeContents, every key bag outside one) and charged
+// before each derivation for what only decryption reveals.
+type workBudget struct {
+	left int
+}
+
+// maxWork is the budget of a whole file: a file at the maximum iteration
+// count for its MAC, its encrypted certificates and its key (three
+// derivations) fits, with room for a legacy file's extra IV chains at the
+// counts Windows writes; at about 0.2 µs per iteration it is under a second.
+func maxWork() int { return 4 * iterationLimit }
+
+func (w *workBudget) charge(cost int) error {
+	if cost > w.left {
+		return errorf(KindUnsupported, "the file asks for more key-derivation work than guardctl does for one PFX (%d iterations in all, its key bags, encrypted contents and MAC together); a guardian PFX holds one key and one certificate: re-export it with a lower iteration count", maxWork())
+	}
+	w.left -= cost
+	return nil
 }
 
 func hmacHash(oid asn1.ObjectIdentifier) func() hash.Hash {

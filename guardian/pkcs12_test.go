@@ -3,6 +3,7 @@ package guardian
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/asn1"
@@ -178,13 +179,13 @@ func TestPFXExportIndependentReaders(t *testing.T) {
 	dir := t.TempDir()
 	for _, legacy := range []bool{false, true} {
 		for _, pw := range []string{"pw", "pässwörd", "🔑 𝄞 key"} {
-			data, err := EncodePFX(g.SigningKey, g.Signing, pw, legacy)
+			data, err := EncodePFX(g.SigningKey.(*rsa.PrivateKey), g.Signing, pw, legacy)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !strings.ContainsFunc(pw, func(r rune) bool { return r > 0xffff }) {
 				key, cert, err := pkcs12.Decode(data, pw)
-				if err != nil || !cert.Equal(g.Signing) || !g.SigningKey.Equal(key) {
+				if err != nil || !cert.Equal(g.Signing) || !g.SigningKey.(*rsa.PrivateKey).Equal(key) {
 					t.Errorf("go-pkcs12 reads %q (legacy %v) wrongly: %v", pw, legacy, err)
 				}
 			}
@@ -205,7 +206,7 @@ func TestPFXExportIndependentReaders(t *testing.T) {
 func TestPFXLocalKeyID(t *testing.T) {
 	testenv.Tools(t, "an independent PFX reader", "openssl")
 	g := newTestGuardian(t, "g")
-	data, err := EncodePFX(g.SigningKey, g.Signing, "pw", false)
+	data, err := EncodePFX(g.SigningKey.(*rsa.PrivateKey), g.Signing, "pw", false)
 	if err != nil {
 		t.Fatal(err)
 	}

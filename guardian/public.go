@@ -39,14 +39,16 @@ type publicFile struct {
 // the way [MS-KPS] EncryptionCertificateSignature does. A public-only
 // guardian returns the signature it was imported with.
 func (g *Guardian) SignEncryptionCertificate() ([]byte, error) {
+	// A kept signature saves a TPM guardian a trip to its TPM; it is
+	// checked wherever it is used.
+	if g.EncryptionCertSignature != nil {
+		return g.EncryptionCertSignature, nil
+	}
 	if g.SigningKey == nil {
-		if g.EncryptionCertSignature != nil {
-			return g.EncryptionCertSignature, nil
-		}
 		return nil, errorf(KindInvalid, "guardian %q has no private signing key and no signature over its encryption certificate; import its public guardian file again", g.Name)
 	}
 	digest := sha256.Sum256(g.Encryption.Raw)
-	return rsa.SignPKCS1v15(rand.Reader, g.SigningKey, crypto.SHA256, digest[:])
+	return g.SigningKey.Sign(rand.Reader, digest[:], crypto.SHA256)
 }
 
 // VerifyEncryptionCertificateSignature checks a signature made by

@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -60,9 +61,9 @@ func verifyRSASHA256(cert *x509.Certificate, data, sig []byte) error {
 	return rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig)
 }
 
-func signRSASHA256(key *rsa.PrivateKey, data []byte) ([]byte, error) {
+func signRSASHA256(key crypto.Signer, data []byte) ([]byte, error) {
 	digest := sha256.Sum256(data)
-	return rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+	return key.Sign(rand.Reader, digest[:], crypto.SHA256)
 }
 
 // Verify checks everything that can be checked without a private key: the
@@ -189,13 +190,24 @@ func (p *Protector) Find(g *guardian.Guardian) *Wrapping {
 // Unwrap recovers the transport key with the first of identities (guardians
 // with private keys) that has a wrapping, and checks it against the
 // TransportKeySignature. Call Verify first.
+//
+// A guardian whose key cannot be used now (a TPM guardian whose TPM or PCRs
+// changed) does not stop another from unwrapping; when none can, the first
+// such error is returned as it is.
 func (p *Protector) Unwrap(identities []*guardian.Guardian) (key []byte, by *guardian.Guardian, err error) {
+	var unusable error
 	for _, g := range identities {
 		w := p.Find(g)
 		if w == nil || g.EncryptionKey == nil {
 			continue
 		}
-		key, err := rsa.DecryptOAEP(sha256.New(), nil, g.EncryptionKey, w.EncryptedTransportKey, nil)
+		key, err := g.EncryptionKey.Decrypt(rand.Reader, w.EncryptedTransportKey, &rsa.OAEPOptions{Hash: crypto.SHA256})
+		if err != nil && !errors.Is(err, rsa.ErrDecryption) {
+			if unusable == nil {
+				unusable = err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, nil, errorf(KindVerification, "the transport key wrapped for guardian %q does not decrypt: the wrapping is damaged", g.Name)
 		}
@@ -203,6 +215,9 @@ func (p *Protector) Unwrap(identities []*guardian.Guardian) (key []byte, by *gua
 			return nil, nil, errorf(KindVerification, "the transport key unwrapped with guardian %q does not match the TransportKeySignature: a wrapping was swapped in or the key protector was tampered with", g.Name)
 		}
 		return key, g, nil
+	}
+	if unusable != nil {
+		return nil, nil, unusable
 	}
 	return nil, nil, errorf(KindNoAccess, "no guardian in this store can unwrap the key protector")
 }

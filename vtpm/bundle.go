@@ -300,8 +300,14 @@ func ReadBundle(data []byte) (*Bundle, error) {
 		if h.Typeflag != tar.TypeReg || len(h.PAXRecords) > 0 || h.Size < 0 || h.Size > int64(len(data)) {
 			return nil, errorf(KindInvalid, "the bundle member %q is not a plain file of the archive", h.Name)
 		}
-		content, err := io.ReadAll(io.LimitReader(tr, h.Size))
-		if err != nil || int64(len(content)) != h.Size {
+		// The header says how large the manifest is before it is read;
+		// each member is read into a buffer of its declared size (within
+		// the archive's), never grown by doubling.
+		if len(names) == 0 && (h.Name != manifestMember || h.Size > maxManifestSize) {
+			return nil, errorf(KindInvalid, "not a guardctl vTPM bundle: it does not start with %s of at most %d bytes", manifestMember, maxManifestSize)
+		}
+		content := make([]byte, h.Size)
+		if _, err := io.ReadFull(tr, content); err != nil {
 			return nil, errorf(KindInvalid, "the bundle is truncated in member %q", h.Name)
 		}
 		names = append(names, h.Name)

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -13,6 +12,7 @@ import (
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
+	"github.com/guardctl/guardctl/tpmkey"
 	"github.com/guardctl/guardctl/vtpm"
 )
 
@@ -30,7 +30,10 @@ const (
 	exitInterrupted  = 130 // the user interrupted a prompt
 )
 
-// cliError is an error with its exit code and an optional hint.
+// cliError is an error with its exit code and an optional hint. It keeps
+// the error it was made from (err, when there is one), so that errors.Is
+// and errors.As see through a hint to the cause; its own code and hint
+// still decide the exit code (classify looks for a cliError first).
 type cliError struct {
 	code int
 	msg  string
@@ -38,16 +41,20 @@ type cliError struct {
 	// path is the file the error is about, when it is one the user named
 	// (openError), so that a caller's hint can be about that file only.
 	path string
+	err  error // the cause, or nil
 }
 
 func (e *cliError) Error() string { return e.msg }
+
+// Unwrap returns the error e was made from, or nil.
+func (e *cliError) Unwrap() error { return e.err }
 
 func usageError(format string, args ...any) error {
 	return &cliError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
 }
 
 func withHint(err error, code int, hint string) error {
-	return &cliError{code: code, msg: err.Error(), hint: hint}
+	return &cliError{code: code, msg: err.Error(), hint: hint, err: err}
 }
 
 // classify turns any error into its exit code and hint.
@@ -58,6 +65,35 @@ func classify(err error) (int, string) {
 	}
 	if errors.Is(err, terminal.InterruptErr) {
 		return exitInterrupted, ""
+	}
+	var ee *keyprotector.EscrowError
+	if errors.As(err, &ee) {
+		return exitUsage, "also grant an escrow guardian: --guardian ESCROW, a file guardian exported with 'guardctl guardian export ESCROW' and kept offline (README, \"Escrow\"); --no-escrow writes it anyway"
+	}
+	var te *tpmkey.Error
+	if errors.As(err, &te) {
+		switch te.Kind {
+		case tpmkey.KindSpec:
+			return exitUsage, "--tpm (or GUARDCTL_TPM) takes a device path such as /dev/tpmrm0, or swtpm:host=HOST,port=PORT"
+		case tpmkey.KindPCR:
+			return exitVerification, "this host's boot state is not the one the guardian was bound to: unwrap with the escrow guardian (a file guardian kept offline, imported here), then grant a new TPM guardian of this host ('guardctl guardian create NAME --keys tpm --pcrs ...')"
+		case tpmkey.KindPIN:
+			return exitVerification, "check the PIN in --pin-file; each wrong PIN counts toward the TPM's dictionary-attack lockout"
+		case tpmkey.KindNotLoadable:
+			return exitFailure, "a TPM guardian's keys live and die with its TPM: open the VM's key protector with the escrow guardian, then grant a new TPM guardian of this TPM; 'guardctl store check' lists TPM guardians whose keys no longer load"
+		case tpmkey.KindMissing:
+			return exitFailure, "name the TPM with --tpm (or GUARDCTL_TPM): /dev/tpmrm0 needs the tss group; a swtpm is swtpm:host=HOST,port=PORT"
+		case tpmkey.KindBusy:
+			return exitFailure, "try again when the TPM is free"
+		case tpmkey.KindLockout:
+			return exitFailure, "the TPM is in dictionary-attack lockout after wrong PINs: wait for its recovery time, or have its owner clear the lockout ('tpm2_dictionarylockout --clear-lockout'); check the PIN in --pin-file before trying again"
+		case tpmkey.KindInvalid:
+			return exitVerification, ""
+		}
+		return exitFailure, ""
+	}
+	if errors.Is(err, certstore.ErrTPMUnsupported) {
+		return exitUsage, "create TPM guardians in a directory store (--store DIR); docs/hyperv.md says what Hyper-V's store would need"
 	}
 	var ge *guardian.Error
 	if errors.As(err, &ge) {
@@ -141,21 +177,6 @@ func classify(err error) (int, string) {
 	return exitFailure, ""
 }
 
-// printError writes err as one line (and a hint) in the age style.
-func printError(w io.Writer, err error) int {
-	code, hint := classify(err)
-	if code == exitInterrupted {
-		fmt.Fprintln(w, "guardctl: interrupted; nothing was changed")
-		return code
-	}
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	fmt.Fprintf(w, "guardctl: error: %s\n", msg)
-	if hint != "" {
-		fmt.Fprintf(w, "guardctl: hint: %s\n", hint)
-	}
-	return code
-}
-
 // noAccessMsg is how the keyprotector package says that no guardian it was
 // given can unwrap: the command layer names the store it looked in.
 const noAccessMsg = "no guardian in this store"
@@ -165,8 +186,11 @@ const noAccessMsg = "no guardian in this store"
 // with the command that lists who can open that kind of file: vtpm inspect
 // for a bundle, kp show for a key protector.
 func (a *app) noAccessError(err error, bundle bool) error {
+	// An error that already has its exit code and hint (a cliError, which
+	// may wrap a "no access" of its own) has said what it means.
+	var ce *cliError
 	var ke *keyprotector.Error
-	if !errors.As(err, &ke) || ke.Kind != keyprotector.KindNoAccess {
+	if errors.As(err, &ce) || !errors.As(err, &ke) || ke.Kind != keyprotector.KindNoAccess {
 		return err
 	}
 	msg := err.Error()
@@ -180,7 +204,7 @@ func (a *app) noAccessError(err error, bundle bool) error {
 		show = "guardctl vtpm inspect"
 		msg = strings.Replace(msg, "can unwrap the key protector", "can unwrap the bundle's key protector", 1)
 	}
-	return &cliError{code: exitNoAccess, msg: msg, path: file,
+	return &cliError{code: exitNoAccess, msg: msg, path: file, err: err,
 		hint: fmt.Sprintf("'%s %s' lists the guardians that can; import one of them here ('guardctl guardian import'), or name the store that holds one with --store", show, file)}
 }
 

@@ -92,3 +92,12 @@ func completeRemovedNames(a *app) cobra.CompletionFunc {
 		return names, cobra.ShellCompDirectiveNoFileComp
 	}
 }
+
+// nameResult is the JSON output of a dry run of guardian create and
+// restore: the guardian's name and what would change; the note says it
+// for people.
+type nameResult struct {
+	Name string `json:"name"`
+	outcome
+	noText
+}

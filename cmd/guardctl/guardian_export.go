@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -93,6 +94,10 @@ kept as a .bak backup.`,
 				return withHint(fmt.Errorf("guardian %q has no private keys in this store", name), exitFailure,
 					"export it on the host that holds its private keys")
 			}
+			if e.Meta.Keys == guardian.KeysTPM {
+				return withHint(fmt.Errorf("guardian %q keeps its private keys in this host's TPM, which never lets them out: it cannot be exported as a PFX pair", name), exitFailure,
+					"'guardctl guardian export "+name+" --public' writes its public guardian file; keep an escrow file guardian granted on every key protector as the backup (README, \"Escrow\")")
+			}
 			if e.KeyErr != nil {
 				return withHint(e.KeyErr, exitFailure,
 					"Windows keeps this key as not exportable (or cannot open it): guardctl cannot write a PFX pair for it; create a new guardian and grant it to the VMs while this host can still start them")
@@ -123,13 +128,24 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	g := e.Guardian
 	sigPath, encPath := pfxNames(dir, g.Name)
 	// Refuse before asking for a password, and before writing either file.
+	// One file of the pair alone may be the half a killed export left
+	// (the two are renamed into place one after the other): it is looked
+	// at once the password is known.
+	var half string
 	if !force {
+		var present []string
 		for _, p := range []string{sigPath, encPath} {
 			if _, err := os.Lstat(p); err == nil {
-				return fmt.Errorf("%s: %w", p, atomicfile.ErrExists)
+				present = append(present, p)
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
+		}
+		switch len(present) {
+		case 2:
+			return fmt.Errorf("%s: %w", present[0], atomicfile.ErrExists)
+		case 1:
+			half = present[0]
 		}
 	}
 	password, err := pw.read(a, fmt.Sprintf("Password for %s-signing.pfx and %s-encryption.pfx", g.Name, g.Name), true)
@@ -142,13 +158,17 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	if n := utf8.RuneCountInString(password); n < minExportPassword {
 		// On standard error in every output mode: the files are written,
 		// but whoever gets them can guess the password offline.
-		fmt.Fprintf(a.stderr, "guardctl: warning: the export password is %d characters long; anyone who gets the files can guess a short password offline: use %d or more\n", n, minExportPassword)
+		a.warn("the export password is %d characters long; anyone who gets the files can guess a short password offline: use %d or more", n, minExportPassword)
 	}
-	sigPFX, err := guardian.EncodePFX(g.SigningKey, g.Signing, password, legacy)
+	sk, ek, err := g.SoftwareKeys()
 	if err != nil {
 		return err
 	}
-	encPFX, err := guardian.EncodePFX(g.EncryptionKey, g.Encryption, password, legacy)
+	sigPFX, err := guardian.EncodePFX(sk, g.Signing, password, legacy)
+	if err != nil {
+		return err
+	}
+	encPFX, err := guardian.EncodePFX(ek, g.Encryption, password, legacy)
 	if err != nil {
 		return err
 	}
@@ -156,16 +176,32 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	if legacy {
 		res.PFXEncryption = "3DES/SHA-1 (legacy), MAC HMAC-SHA1"
 	}
+	overwrite := force
+	if half != "" {
+		// The half a killed export of this guardian left, under this
+		// password, is finished: replacing it loses nothing (the same
+		// certificate and key under the same password), so it needs
+		// neither --force nor a backup. Anything else is not replaced.
+		if !exportedHalf(half, password, g) {
+			return withHint(fmt.Errorf("%s: %w", half, atomicfile.ErrExists), exitFailure,
+				"it is not the half of an export of this guardian under this password that an interrupted export left; move it away, or pass --force to replace it (keeping a .bak)")
+		}
+		a.note("%s is the half of this pair an interrupted export left; writing the pair whole", half)
+		overwrite = true
+	}
 	// The directory is made only now, when there is something to put in
-	// it: a refusal or a wrong password leaves no empty directory.
-	if err := atomicfile.MkdirAll(dir); err != nil {
+	// it: a refusal or a wrong password leaves no empty directory, and a
+	// write that fails (a full disk) removes what it made.
+	undoDir, err := atomicfile.MkdirNew(dir)
+	if err != nil {
 		return err
 	}
 	// Both files are written in full before either is put in place: a
 	// full disk leaves neither.
 	backups, err := atomicfile.WriteFiles([]atomicfile.File{{Path: sigPath, Data: sigPFX, Perm: 0o600}, {Path: encPath, Data: encPFX, Perm: 0o600}},
-		atomicfile.Options{Overwrite: force, Backup: true})
+		atomicfile.Options{Overwrite: overwrite, Backup: force})
 	if err != nil {
+		undoDir()
 		return err
 	}
 	res.Files = []exportedFile{
@@ -175,30 +211,58 @@ func (a *app) exportPFX(e *certstore.Entry, dir string, legacy, force bool, pw *
 	return a.reportExport(res)
 }
 
+// exportedHalf reports whether the file at path is a PFX that opens with
+// password to g's signing or encryption certificate and key: what an export
+// of g killed between its two renames left.
+func exportedHalf(path, password string, g *guardian.Guardian) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > guardian.MaxPFXSize {
+		return false
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	pfx, err := guardian.DecodePFX(data, password)
+	if err != nil {
+		return false
+	}
+	return (pfx.Cert.Equal(g.Signing) && pfx.Key.Equal(g.SigningKey)) ||
+		(pfx.Cert.Equal(g.Encryption) && pfx.Key.Equal(g.EncryptionKey))
+}
+
 func (a *app) exportPublic(g *guardian.Guardian, dir string, force bool) error {
 	data, err := g.MarshalPublic()
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.MkdirAll(dir); err != nil {
+	undoDir, err := atomicfile.MkdirNew(dir)
+	if err != nil {
 		return err
 	}
 	path := filepath.Join(dir, g.Name+".guardian.xml")
 	backup, err := atomicfile.WriteFile(path, data, 0o644, atomicfile.Options{Overwrite: force, Backup: true})
 	if err != nil {
+		undoDir()
 		return err
 	}
 	return a.reportExport(exportResult{Name: g.Name, Files: []exportedFile{{Path: path, Role: "public", Backup: backup}}})
 }
 
 func (a *app) reportExport(res exportResult) error {
-	if a.output == "json" {
-		return writeJSON(a.stdout, res)
-	}
 	for _, f := range res.Files {
-		fmt.Fprintln(a.stdout, f.Path)
 		if f.Backup != "" {
-			a.note("guardctl: kept the previous %s as %s", f.Path, f.Backup)
+			a.note("kept the previous %s as %s", f.Path, f.Backup)
+		}
+	}
+	return a.print(res)
+}
+
+// writeText lists the files written, one path a line.
+func (res exportResult) writeText(w io.Writer) error {
+	for _, f := range res.Files {
+		if _, err := fmt.Fprintln(w, f.Path); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/guardctl/guardctl/certstore"
@@ -104,16 +105,16 @@ not registered.`,
 			a.setChanged(plan.Changed)
 			switch {
 			case !plan.Changed:
-				a.note("guardctl: %s already holds guardian %q with these certificates; unchanged", st.Location(), name)
+				a.note("%s already holds guardian %q with these certificates; unchanged", st.Location(), name)
 				return a.showGuardian(plan.Existing)
 			case a.dryRun:
 				switch {
 				case plan.AddsKeys:
-					a.note("guardctl: would add the private keys to guardian %q, which %s holds public only with these certificates", name, st.Location())
+					a.note("would add the private keys to guardian %q, which %s holds public only with these certificates", name, st.Location())
 				default:
-					a.note("guardctl: would import guardian %q into %s", name, st.Location())
+					a.note("would import guardian %q into %s", name, st.Location())
 					if plan.Existing != nil {
-						a.note("guardctl: the guardian %q there now would go to the trash", name)
+						a.note("the guardian %q there now would go to the trash", name)
 					}
 				}
 				return a.showGuardian(&certstore.Entry{Name: name, Guardian: g, Meta: certstore.Meta{Name: name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin}})
@@ -126,12 +127,12 @@ not registered.`,
 				return err
 			}
 			if plan.AddsKeys {
-				a.note("guardctl: added the private keys to guardian %q in %s (the same certificates; its public-only entry is in the trash)", name, st.Location())
+				a.note("added the private keys to guardian %q in %s (the same certificates; its public-only entry is in the trash)", name, st.Location())
 			} else {
 				if c.ReplacedID != "" {
-					a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
+					a.note("the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", name)
 				}
-				a.note("guardctl: imported guardian %q into %s", name, st.Location())
+				a.note("imported guardian %q into %s", name, st.Location())
 			}
 			a.notice(c)
 			return a.showGuardian(c.Entry)
@@ -154,18 +155,69 @@ not registered.`,
 	return cmd
 }
 
-// readInput reads a file given on the command line, bounded; - is
-// standard input.
+// readInput reads an artifact named on the command line (a key protector,
+// bundle, PFX or guardian file), bounded; - is standard input. It reads a
+// regular file or a block device, refusing one larger than limit by its
+// size before reading a byte, and reads into a buffer of that size (memory
+// about the file's size, not twice the limit); it refuses a FIFO, a
+// character device or a socket before it could block on one or read it
+// without end (/dev/zero). Secrets come through readSecretInput.
 func readInput(path string, limit int64) ([]byte, error) {
+	return readPath(path, limit, false)
+}
+
+// readSecretInput reads a secret file (--password-file, --key-file,
+// --passphrase-file, --pin-file), bounded; - is standard input. A FIFO is
+// accepted, since --password-file <(pass show x) keeps a secret off the
+// disk.
+func readSecretInput(path string, limit int64) ([]byte, error) {
+	return readPath(path, limit, true)
+}
+
+func readPath(path string, limit int64, secret bool) ([]byte, error) {
 	if path == "-" {
 		return readStdin(limit)
 	}
-	f, err := os.Open(path)
+	var f *os.File
+	var err error
+	if secret {
+		f, err = os.Open(path)
+	} else {
+		// O_NONBLOCK: opening a FIFO does not wait for a writer, so that
+		// it is refused below instead of hanging.
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	}
 	if err != nil {
 		return nil, openError(path, err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := int64(-1)
+	switch mode := fi.Mode(); {
+	case mode.IsRegular():
+		size = fi.Size()
+	case mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice == 0:
+		// A block device: its size is where its end is.
+		if end, err := f.Seek(0, io.SeekEnd); err == nil {
+			size = end
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return nil, err
+			}
+		}
+	case mode.IsDir():
+		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("%s is a directory, not a file", path), path: path}
+	case !secret:
+		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("%s is %s, not a file", path, specialKind(mode)),
+			hint: "give the path of a regular file, or - and the data on standard input (< FILE)", path: path}
+	}
+	if size > limit {
+		return nil, tooLarge(path, limit)
+	}
+	buf := make([]byte, 0, max(size, 0)+1) // +1: a file that grew shows
+	data, err := readAllInto(buf, io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
@@ -175,20 +227,52 @@ func readInput(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// specialKind names a file that is neither regular nor a directory.
+func specialKind(mode fs.FileMode) string {
+	switch {
+	case mode&fs.ModeNamedPipe != 0:
+		return "a FIFO (named pipe)"
+	case mode&fs.ModeCharDevice != 0:
+		return "a character device"
+	case mode&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
+}
+
+// readAllInto is io.ReadAll into buf, whose capacity is what is expected:
+// it grows only when more comes.
+func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
 // openError is the error for a file given on the command line that cannot
 // be opened: a missing one is "not found", with a hint.
 func openError(path string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
-		return &cliError{code: exitNotFound, msg: fmt.Sprintf("%s: no such file", path), hint: "check the path (relative paths start from the current directory)", path: path}
+		return &cliError{code: exitNotFound, msg: fmt.Sprintf("%s: no such file", path), hint: "check the path (relative paths start from the current directory)", path: path, err: err}
 	}
-	return &cliError{code: exitNotFound, msg: err.Error(), path: path}
+	return &cliError{code: exitNotFound, msg: err.Error(), path: path, err: err}
 }
 
 // inFile says which file an error is about, keeping the kind of the
 // libraries' errors (guardian, keyprotector and vtpm all have About).
 func inFile(path string, err error) error {
 	var about interface{ About(string) error }
-	if errors.As(err, &about) {
+	var ce *cliError
+	if !errors.As(err, &ce) && errors.As(err, &about) {
 		return about.About(path)
 	}
 	return fmt.Errorf("%s: %w", path, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,6 +13,9 @@ type removedView struct {
 	ID   string `json:"id"`
 	// RemovedAt is absent when the store does not know it.
 	RemovedAt *time.Time `json:"removedAt,omitempty"`
+	// Unverified says why guardctl cannot vouch for the entry (restore
+	// asks before bringing it back).
+	Unverified string `json:"unverified,omitempty"`
 }
 
 func newGuardianListCmd(a *app) *cobra.Command {
@@ -49,25 +53,10 @@ are missing (broken).`,
 			for _, e := range entries {
 				views = append(views, newGuardianView(e, now))
 			}
-			if a.output == "json" {
-				return writeJSON(a.stdout, views)
-			}
 			if len(views) == 0 {
-				a.note("guardctl: no guardians in %s", st.Location())
-				return nil
+				a.note("no guardians in %s", st.Location())
 			}
-			rows := make([][]string, 0, len(views))
-			for _, v := range views {
-				sig, enc := "-", "-"
-				if v.Signing != nil {
-					sig = v.Signing.Thumbprint
-				}
-				if v.Encryption != nil {
-					enc = v.Encryption.Thumbprint
-				}
-				rows = append(rows, []string{v.Name, v.keysText(), sig, enc, dateText(v.NotAfter), v.statusText()})
-			}
-			return writeTable(a.stdout, []string{"NAME", "KEYS", "SIGNING THUMBPRINT", "ENCRYPTION THUMBPRINT", "EXPIRES", "STATUS"}, rows)
+			return a.print(guardianList(views))
 		},
 	}
 	cmd.Flags().BoolVar(&removed, "removed", false, "list the guardians in the trash instead (see 'guardian restore')")
@@ -85,26 +74,58 @@ func (a *app) listRemoved() error {
 	}
 	views := make([]removedView, 0, len(removed))
 	for _, r := range removed {
-		v := removedView{Name: r.Name, ID: r.ID}
+		v := removedView{Name: r.Name, ID: r.ID, Unverified: r.Unverified}
 		if !r.RemovedAt.IsZero() {
 			v.RemovedAt = &r.RemovedAt
 		}
 		views = append(views, v)
 	}
-	if a.output == "json" {
-		return writeJSON(a.stdout, views)
-	}
 	if len(views) == 0 {
-		a.note("guardctl: the trash of %s is empty", st.Location())
+		a.note("the trash of %s is empty", st.Location())
+	}
+	return a.print(removedList(views))
+}
+
+// guardianList is the output of guardian list: a table, nothing when it is
+// empty (the note says so).
+type guardianList []guardianView
+
+func (l guardianList) writeText(w io.Writer) error {
+	if len(l) == 0 {
 		return nil
 	}
-	rows := make([][]string, 0, len(views))
-	for _, v := range views {
+	rows := make([][]string, 0, len(l))
+	for _, v := range l {
+		sig, enc := "-", "-"
+		if v.Signing != nil {
+			sig = v.Signing.Thumbprint
+		}
+		if v.Encryption != nil {
+			enc = v.Encryption.Thumbprint
+		}
+		rows = append(rows, []string{v.Name, v.keysText(), sig, enc, dateText(v.NotAfter), v.statusText()})
+	}
+	return writeTable(w, []string{"NAME", "KEYS", "SIGNING THUMBPRINT", "ENCRYPTION THUMBPRINT", "EXPIRES", "STATUS"}, rows)
+}
+
+// removedList is the output of guardian list --removed.
+type removedList []removedView
+
+func (l removedList) writeText(w io.Writer) error {
+	if len(l) == 0 {
+		return nil
+	}
+	rows := make([][]string, 0, len(l))
+	for _, v := range l {
 		when := "-"
 		if v.RemovedAt != nil {
 			when = v.RemovedAt.Format(time.RFC3339)
 		}
-		rows = append(rows, []string{v.Name, when, v.ID})
+		note := ""
+		if v.Unverified != "" {
+			note = "unverified: " + v.Unverified
+		}
+		rows = append(rows, []string{v.Name, when, v.ID, note})
 	}
-	return writeTable(a.stdout, []string{"NAME", "REMOVED", "ID"}, rows)
+	return writeTable(w, []string{"NAME", "REMOVED", "ID", "NOTE"}, rows)
 }

@@ -14,6 +14,7 @@ type removeResult struct {
 	Purged  bool   `json:"purged"`
 	TrashID string `json:"trashId,omitempty"`
 	outcome
+	noText // the note says it
 }
 
 func newGuardianRemoveCmd(a *app) *cobra.Command {
@@ -46,11 +47,8 @@ without it. guardctl asks first; --yes confirms without asking.`,
 			e := plan.Existing
 			a.setChanged(true)
 			if a.dryRun {
-				if a.output == "json" {
-					return writeJSON(a.stdout, removeResult{Name: name, Purged: purge, outcome: a.outcome})
-				}
-				a.note("guardctl: would %s guardian %q", map[bool]string{false: "move to the trash", true: "delete"}[purge], name)
-				return nil
+				a.note("would %s guardian %q", map[bool]string{false: "move to the trash", true: "delete"}[purge], name)
+				return a.print(removeResult{Name: name, Purged: purge, outcome: a.outcome})
 			}
 			what := fmt.Sprintf("public-only guardian %q", name)
 			switch {
@@ -70,15 +68,12 @@ without it. guardctl asks first; --yes confirms without asking.`,
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return writeJSON(a.stdout, removeResult{Name: name, Purged: purge, TrashID: id, outcome: a.outcome})
-			}
 			if purge {
-				a.note("guardctl: deleted guardian %q", name)
+				a.note("deleted guardian %q", name)
 			} else {
-				a.note("guardctl: moved guardian %q to the trash; 'guardctl guardian restore %s' brings it back", name, name)
+				a.note("moved guardian %q to the trash; 'guardctl guardian restore %s' brings it back", name, name)
 			}
-			return nil
+			return a.print(removeResult{Name: name, Purged: purge, TrashID: id, outcome: a.outcome})
 		},
 	}
 	cmd.Flags().BoolVar(&purge, "purge", false, "delete the guardian instead of moving it to the trash")

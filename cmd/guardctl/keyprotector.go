@@ -115,7 +115,12 @@ func writeKeyProtector(path string, xmlData []byte, overwrite, backup bool) (str
 // name, a missing file is "not found"; the others name it already.
 func fileError(path string, err error) error {
 	var about interface{ About(string) error }
+	var ce *cliError
 	switch {
+	case errors.As(err, &ce):
+		// It has its exit code and hint already; a cause it wraps
+		// is not to be told again.
+		return err
 	case errors.As(err, &about):
 		return about.About(path)
 	case errors.Is(err, fs.ErrNotExist):

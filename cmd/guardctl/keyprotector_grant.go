@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -34,6 +35,8 @@ type kpChange struct {
 	keepBackup   bool
 	jobs         int
 	verbose      bool
+	noEscrow     bool
+	local        []*guardian.Guardian // the store's guardians, for the escrow check
 }
 
 // kpFileResult is one file in the JSON output of grant and revoke.
@@ -55,6 +58,12 @@ type kpFileResult struct {
 	err            error
 }
 
+// kpFileResults is the output of grant and revoke: JSON only; in every
+// output mode report says on standard error what happened.
+type kpFileResults []kpFileResult
+
+func (kpFileResults) writeText(io.Writer) error { return nil }
+
 func (c *kpChange) register(cmd *cobra.Command, a *app) {
 	f := cmd.Flags()
 	c.revokeFlags.register(cmd, a, c.verb)
@@ -65,6 +74,7 @@ func (c *kpChange) register(cmd *cobra.Command, a *app) {
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous version of each file as a .bak backup (0600), which still lets the revoked guardian unwrap")
 		f.BoolVar(&c.noBackup, "no-backup", false, "keep no backup (the default for revoke)")
 		f.MarkHidden("no-backup")
+		addNoEscrow(cmd, &c.noEscrow)
 	}
 	f.IntVar(&c.jobs, "jobs", 0, fmt.Sprintf("files to work on at once (0: %d per CPU, so that the disk's waits overlap the cryptography)", ioJobsPerCPU))
 	f.BoolVar(&c.verbose, "verbose", false, "say what happened to each file (by default: one closing line, and a progress bar on a terminal)")
@@ -84,6 +94,7 @@ func (c *kpChange) run(a *app, files []string) error {
 	if err != nil {
 		return err
 	}
+	c.local = ids // a TPM guardian of this store always has its keys here
 	what := fmt.Sprintf("%s key protector", fmt.Sprint(len(files)))
 	if len(files) == 1 {
 		what = files[0]
@@ -158,10 +169,8 @@ func (c *kpChange) run(a *app, files []string) error {
 			}
 		}
 	}
-	if a.output == "json" {
-		if err := writeJSON(a.stdout, results); err != nil {
-			return err
-		}
+	if err := a.print(kpFileResults(results)); err != nil {
+		return err
 	}
 	c.report(a, results, who)
 	switch {
@@ -219,7 +228,7 @@ func (c *kpChange) report(a *app, results []kpFileResult, who string) {
 		case r.Error != "":
 			failed++
 			if len(results) > 1 {
-				fmt.Fprintf(a.stderr, "guardctl: error: %s\n", r.Error)
+				message(a.stderr, kindError, r.Error)
 			}
 		case r.Changed:
 			changed++
@@ -227,29 +236,29 @@ func (c *kpChange) report(a *app, results []kpFileResult, who string) {
 				backups = append(backups, r.Backup)
 			}
 			if perFile {
-				fmt.Fprintf(a.stderr, "guardctl: %s: %s %s\n", r.File, done, who)
+				a.tell("%s: %s %s", r.File, done, who)
 			}
 		default:
 			unchanged++
 			if perFile {
-				fmt.Fprintf(a.stderr, "guardctl: %s: unchanged (%s %s)\n", r.File, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+				a.tell("%s: unchanged (%s %s)", r.File, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 			}
 		}
 	}
 	removes := map[bool]string{true: "would remove", false: "removed"}[c.dryRun]
 	switch {
 	case len(removed) == 1:
-		fmt.Fprintf(a.stderr, "guardctl: %s the earlier backup %s, which still let %s unwrap\n", removes, removed[0], who)
+		a.tell("%s the earlier backup %s, which still let %s unwrap", removes, removed[0], who)
 	case len(removed) > 1:
-		fmt.Fprintf(a.stderr, "guardctl: %s the %d earlier backups that still let %s unwrap: %s\n", removes, len(removed), who, strings.Join(removed, ", "))
+		a.tell("%s the %d earlier backups that still let %s unwrap: %s", removes, len(removed), who, strings.Join(removed, ", "))
 	}
 	switch {
 	case len(backups) == 1:
-		fmt.Fprintf(a.stderr, "guardctl: the backup %s still lets %s unwrap: delete it once it is not needed\n", backups[0], who)
+		a.tell("the backup %s still lets %s unwrap: delete it once it is not needed", backups[0], who)
 	case len(backups) > 1:
-		fmt.Fprintf(a.stderr, "guardctl: the %d backups (%s, ...) still let %s unwrap: delete them once they are not needed\n", len(backups), backups[0], who)
+		a.tell("the %d backups (%s, ...) still let %s unwrap: delete them once they are not needed", len(backups), backups[0], who)
 	}
-	fmt.Fprintf(a.stderr, "guardctl: %s %d, unchanged %d, failed %d\n", done, changed, unchanged, failed)
+	a.tell("%s %d, unchanged %d, failed %d", done, changed, unchanged, failed)
 }
 
 // apply changes one file: read, verify, change and replace it, under a
@@ -264,6 +273,21 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		r, err = keyprotector.GrantFile(file, ids, g, opt)
 	} else {
 		opt.Backup = c.keepBackup
+		if !c.noEscrow {
+			if p, err := readKeyProtector(file); err == nil {
+				drop := func(w *keyprotector.Wrapping) bool { return g != nil && w.Matches(g) }
+				if c.thumbprint != "" {
+					tw := p.FindThumbprint(c.thumbprint)
+					drop = func(w *keyprotector.Wrapping) bool { return w == tw }
+				}
+				if err := p.CheckEscrow(c.local, drop); err != nil {
+					err = fmt.Errorf("%s: %w", file, err)
+					res.code, _ = classify(err)
+					res.Error, res.err = err.Error(), err
+					return res
+				}
+			}
+		}
 		if c.thumbprint != "" {
 			r, err = keyprotector.RevokeThumbprintFile(file, ids, c.thumbprint, opt)
 		} else {

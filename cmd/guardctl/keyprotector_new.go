@@ -18,6 +18,7 @@ type kpCreateFlags struct {
 	out           string
 	force         bool
 	allowExpired  bool
+	noEscrow      bool
 }
 
 func (f *kpCreateFlags) register(cmd *cobra.Command, a *app) {
@@ -27,6 +28,7 @@ func (f *kpCreateFlags) register(cmd *cobra.Command, a *app) {
 	fl.StringVar(&f.out, "out", "", "key protector file to write (- for standard output, which is then not a table)")
 	fl.BoolVar(&f.force, "force", false, "overwrite FILE, keeping a .bak backup")
 	fl.BoolVar(&f.allowExpired, "allow-expired", false, "accept guardians whose certificates have expired")
+	addNoEscrow(cmd, &f.noEscrow)
 	cmd.MarkFlagRequired("owner")
 	cmd.MarkFlagRequired("out")
 	cmd.RegisterFlagCompletionFunc("owner", completeGuardianFlag(a))
@@ -76,7 +78,7 @@ func (f *kpCreateFlags) create(a *app, key []byte, fresh bool) error {
 			}
 			if p := f.sameProtector(owner, gs, known); p != nil {
 				a.setChanged(false)
-				a.note("guardctl: %s already protects this key for these guardians; unchanged", f.out)
+				a.note("%s already protects this key for these guardians; unchanged", f.out)
 				v, err := a.describeKP(f.out, p, nil)
 				if err != nil {
 					return err
@@ -92,6 +94,9 @@ func (f *kpCreateFlags) create(a *app, key []byte, fresh bool) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkEscrow(p, nil, f.noEscrow); err != nil {
+		return fmt.Errorf("refusing to write %s: %w", f.out, err)
+	}
 	if f.out == "-" {
 		if a.dryRun {
 			return nil
@@ -105,7 +110,7 @@ func (f *kpCreateFlags) create(a *app, key []byte, fresh bool) error {
 		}
 	}
 	a.setChanged(true)
-	a.note("guardctl: %s %s", a.would("wrote"), f.out)
+	a.note("%s %s", a.would("wrote"), f.out)
 	v, err := a.describeKP(f.out, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}))
 	if err != nil {
 		return err
@@ -158,7 +163,7 @@ unwrap' gives back the same bytes on any host holding one of them.`, keyprotecto
 		Example: `  guardctl kp wrap --owner UntrustedGuardian --guardian host-b --key-file swtpm.key --out vm1.kp`,
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key, err := readInput(keyFile, keyprotector.MaxKeySize+1)
+			key, err := readSecretInput(keyFile, keyprotector.MaxKeySize+1)
 			if err != nil {
 				return err
 			}
@@ -173,4 +178,23 @@ unwrap' gives back the same bytes on any host holding one of them.`, keyprotecto
 	cmd.MarkFlagRequired("key-file")
 	a.addDryRun(cmd)
 	return cmd
+}
+
+// addNoEscrow gives a command that writes a key protector or bundle its
+// --no-escrow flag.
+func addNoEscrow(cmd *cobra.Command, p *bool) {
+	cmd.Flags().BoolVar(p, "no-escrow", false, "write it even when only this host's TPM guardians could open it (it then dies with the TPM)")
+}
+
+// checkEscrow refuses, unless noEscrow, a key protector that only this
+// store's TPM guardians could open (those drop reports are about to go).
+func (a *app) checkEscrow(p *keyprotector.Protector, drop func(*keyprotector.Wrapping) bool, noEscrow bool) error {
+	if noEscrow {
+		return nil
+	}
+	local, err := a.known()
+	if err != nil {
+		return err
+	}
+	return p.CheckEscrow(local, drop)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
@@ -24,6 +25,8 @@ type kpGuardianView struct {
 	// store's guardian with these certificates, LocalProblem when broken).
 	LocalStatus  string `json:"localStatus"`
 	LocalProblem string `json:"localProblem,omitempty"`
+
+	localInTPM bool // the local guardian's keys are in this host's TPM
 }
 
 // kpView is a key protector in the JSON output (docs/json.md).
@@ -34,6 +37,8 @@ type kpView struct {
 	UnsupportedAlgorithms []string `json:"unsupportedAlgorithms,omitempty"`
 	CanUnwrap             bool     `json:"canUnwrap"`
 	UnwrapWith            string   `json:"unwrapWith,omitempty"`
+	// UnwrapWithKeys says where that guardian's keys are: file or tpm.
+	UnwrapWithKeys string `json:"unwrapWithKeys,omitempty"`
 	// NeedsAllowExpired: its certificates are out of their dates, every
 	// signature checked; guardctl uses it only with --allow-expired.
 	NeedsAllowExpired bool `json:"needsAllowExpired,omitempty"`
@@ -50,6 +55,8 @@ type kpView struct {
 	Guardians  []kpGuardianView `json:"guardians"`
 	startView
 	outcome
+
+	store string // the store's description, for the text form
 }
 
 // describeKP builds the view of p as this store sees it. verr is what
@@ -101,11 +108,15 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 			if !e.Broken() && w.Matches(e.Guardian) {
 				gv.LocalGuardian = e.Name
 				gv.LocalPrivateKeys = e.Meta.HasPrivateKeys
+				gv.localInTPM = e.Meta.Keys == guardian.KeysTPM
 				// Expired certificates are a policy refusal that
 				// --allow-expired lifts, not a doubt about the key
 				// protector: this host can unwrap it, with that flag.
 				if e.Meta.HasPrivateKeys && (verr == nil || v.NeedsAllowExpired) && !v.CanUnwrap {
-					v.CanUnwrap, v.UnwrapWith = true, e.Name
+					v.CanUnwrap, v.UnwrapWith, v.UnwrapWithKeys = true, e.Name, string(guardian.KeysFile)
+					if e.Meta.Keys == guardian.KeysTPM {
+						v.UnwrapWithKeys = string(guardian.KeysTPM)
+					}
 				}
 				if gv.Role == "owner" && e.Meta.HasPrivateKeys {
 					v.IsOwner = true
@@ -136,6 +147,7 @@ func (a *app) describeKP(file string, p *keyprotector.Protector, verr error) (kp
 	default:
 		v.Verified = true
 	}
+	v.store = a.storeDescription()
 	return v, nil
 }
 
@@ -149,16 +161,20 @@ func unverifiedError(file, what string, ownerUnknown bool) error {
 	return e
 }
 
+// printKP prints a key protector (kp show, new and wrap).
 func (a *app) printKP(v kpView) error {
-	if a.output == "json" {
-		v.outcome = a.outcome
-		return writeJSON(a.stdout, v)
-	}
+	v.outcome = a.outcome
+	return a.print(v)
+}
+
+// writeText writes the key protector's details, its guardians as a table,
+// and the verdict.
+func (v kpView) writeText(w io.Writer) error {
 	status := v.Signatures
 	if v.Problem != "" {
 		status += ": " + v.Problem
 	}
-	unwrap := "no: no guardian in " + a.storeDescription() + " is named in it"
+	unwrap := "no: no guardian in " + v.store + " is named in it"
 	switch {
 	case v.CanUnwrap && !v.OwnerKnown:
 		unwrap = "only with --allow-unknown-owner: guardian " + v.UnwrapWith + " holds a key, but the owner is unknown"
@@ -166,6 +182,9 @@ func (a *app) printKP(v kpView) error {
 		unwrap = "yes, with guardian " + v.UnwrapWith + " and --allow-expired (its certificates are expired)"
 	case v.CanUnwrap:
 		unwrap = "yes, with guardian " + v.UnwrapWith
+		if v.UnwrapWithKeys == string(guardian.KeysTPM) {
+			unwrap += " (its keys are in this host's TPM)"
+		}
 	case v.Signatures == "invalid":
 		unwrap = "no: the key protector does not verify"
 	case v.Signatures == "unsupported":
@@ -175,7 +194,7 @@ func (a *app) printKP(v kpView) error {
 	if !v.OwnerKnown {
 		owner = "UNKNOWN to this store: unverified, anyone could have made this key protector"
 	}
-	if err := writeDetails(a.stdout, [][2]string{
+	if err := writeDetails(w, [][2]string{
 		{"File", v.File},
 		{"Signatures", status},
 		{"Owner", owner},
@@ -184,7 +203,7 @@ func (a *app) printKP(v kpView) error {
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintln(a.stdout)
+	fmt.Fprintln(w)
 	rows := make([][]string, 0, len(v.Guardians))
 	for _, g := range v.Guardians {
 		local := "-"
@@ -193,17 +212,19 @@ func (a *app) printKP(v kpView) error {
 			switch {
 			case g.LocalStatus == "broken":
 				local += " (broken)"
+			case g.LocalPrivateKeys && g.localInTPM:
+				local += " (keys in this host's TPM)"
 			case g.LocalPrivateKeys:
 				local += " (private keys)"
 			}
 		}
 		rows = append(rows, []string{fmt.Sprint(g.WrappingID), g.Role, g.SigningSubject, g.SigningThumbprint, g.NotAfter.Format(time.DateOnly), local})
 	}
-	if err := writeTable(a.stdout, []string{"ID", "ROLE", "SIGNING SUBJECT", "SIGNING THUMBPRINT", "EXPIRES", "LOCAL GUARDIAN"}, rows); err != nil {
+	if err := writeTable(w, []string{"ID", "ROLE", "SIGNING SUBJECT", "SIGNING THUMBPRINT", "EXPIRES", "LOCAL GUARDIAN"}, rows); err != nil {
 		return err
 	}
-	fmt.Fprintln(a.stdout)
-	_, err := fmt.Fprintln(a.stdout, v.Verdict)
+	fmt.Fprintln(w)
+	_, err := fmt.Fprintln(w, v.Verdict)
 	return err
 }
 

@@ -13,6 +13,7 @@ type unwrapResult struct {
 	KeyOut     string `json:"keyOut"`
 	KeyBytes   int    `json:"keyBytes"`
 	UnwrapWith string `json:"unwrapWith"`
+	noText            // the note says it
 }
 
 func newKPUnwrapCmd(a *app) *cobra.Command {
@@ -57,11 +58,8 @@ checked against the TransportKeySignature. F is not overwritten without --force.
 			if _, err := atomicfile.WriteFile(keyOut, key, 0o600, atomicfile.Options{Overwrite: force, Backup: true}); err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return writeJSON(a.stdout, unwrapResult{File: args[0], KeyOut: keyOut, KeyBytes: len(key), UnwrapWith: by.Name})
-			}
-			a.note("guardctl: unwrapped %d-byte key with guardian %q into %s", len(key), by.Name, keyOut)
-			return nil
+			a.note("unwrapped %d-byte key with guardian %q into %s", len(key), by.Name, keyOut)
+			return a.print(unwrapResult{File: args[0], KeyOut: keyOut, KeyBytes: len(key), UnwrapWith: by.Name})
 		},
 	}
 	cmd.Flags().StringVar(&keyOut, "key-out", "", "file to write the key to (mode 0600), or - for standard output")

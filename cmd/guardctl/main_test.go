@@ -103,6 +103,8 @@ func TestScripts(t *testing.T) {
 			"holdexcl":  cmdHoldExcl,
 			"nobodydir": cmdNobodyDir,
 			"nobody":    cmdNobody,
+			"hosttpm":   cmdHostTPM,
+			"tss2split": cmdTSS2Split,
 		},
 	})
 }
@@ -409,7 +411,8 @@ func requireScriptTools(t *testing.T, dir string) {
 // swtpmTools are the [swtpm] condition's tools: the real swtpm, and the
 // tpm2-tools and ss that testdata/tpm.sh drives it with.
 var swtpmTools = []string{"swtpm", "swtpm_setup", "swtpm_ioctl", "tpm2_createprimary", "tpm2_evictcontrol",
-	"tpm2_getcap", "tpm2_nvdefine", "tpm2_nvread", "tpm2_nvwrite", "tpm2_readpublic", "ss"}
+	"tpm2_getcap", "tpm2_nvdefine", "tpm2_nvread", "tpm2_nvwrite", "tpm2_readpublic", "tpm2_load", "tpm2_createek",
+	"tpm2_pcrextend", "tpm2_pcrreset", "tpm2_clear", "tpm2_flushcontext", "ss"}
 
 // swtpmCondition is the [swtpm] condition: swtpm, swtpm-tools, tpm2-tools
 // and ss (iproute2) are here, to make TPM state and read it back.

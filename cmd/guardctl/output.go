@@ -33,21 +33,35 @@ type certView struct {
 
 // guardianView is the JSON form of a guardian (docs/json.md).
 type guardianView struct {
-	Name           string     `json:"name"`
-	HasPrivateKeys bool       `json:"hasPrivateKeys"`
-	Status         string     `json:"status"` // ok, warning, expiring, expired, broken
-	Problem        string     `json:"problem,omitempty"`
-	Problems       []string   `json:"problems,omitempty"` // every problem of a broken guardian; problem joins them
-	Warning        string     `json:"warning,omitempty"`
-	KeyProblem     string     `json:"keyProblem,omitempty"` // the store holds private keys guardctl cannot read out
-	DaysLeft       *int       `json:"daysLeft,omitempty"`
-	Origin         string     `json:"origin,omitempty"`
-	AddedAt        *time.Time `json:"addedAt,omitempty"`
-	NotAfter       *time.Time `json:"notAfter,omitempty"`
-	Signing        *certView  `json:"signing"`
-	Encryption     *certView  `json:"encryption"`
+	Name           string `json:"name"`
+	HasPrivateKeys bool   `json:"hasPrivateKeys"`
+	// Keys says where the private keys are: file, tpm or "public only".
+	Keys       string     `json:"keys"`
+	TPM        *tpmView   `json:"tpm,omitempty"`
+	Status     string     `json:"status"` // ok, warning, expiring, expired, broken
+	Problem    string     `json:"problem,omitempty"`
+	Problems   []string   `json:"problems,omitempty"` // every problem of a broken guardian; problem joins them
+	Warning    string     `json:"warning,omitempty"`
+	KeyProblem string     `json:"keyProblem,omitempty"` // the store holds private keys guardctl cannot read out
+	DaysLeft   *int       `json:"daysLeft,omitempty"`
+	Origin     string     `json:"origin,omitempty"`
+	AddedAt    *time.Time `json:"addedAt,omitempty"`
+	NotAfter   *time.Time `json:"notAfter,omitempty"`
+	Signing    *certView  `json:"signing"`
+	Encryption *certView  `json:"encryption"`
 
 	keysRead int // private keys read, for a broken entry's Keys column
+}
+
+// tpmView is the JSON form of a TPM guardian's TPM (docs/json.md).
+type tpmView struct {
+	Manufacturer string `json:"manufacturer"`
+	// EKSHA256 is the SHA-256 of the TPM's endorsement public key: the
+	// host's identity in HGS's TPM mode.
+	EKSHA256 string `json:"ekSHA256"`
+	// PCRs is the boot-state binding of the encryption key (sha256:0,2,4,7).
+	PCRs string `json:"pcrs,omitempty"`
+	PIN  bool   `json:"pin"`
 }
 
 func newCertView(c *x509.Certificate, hasKey bool) *certView {
@@ -87,6 +101,20 @@ func newGuardianView(e *certstore.Entry, now time.Time) guardianView {
 	}
 	if e.KeyErr != nil {
 		v.KeyProblem = e.KeyErr.Error()
+	}
+	switch {
+	case e.Meta.Keys == guardian.KeysTPM:
+		v.Keys = string(guardian.KeysTPM)
+	case e.Meta.HasPrivateKeys:
+		v.Keys = string(guardian.KeysFile)
+	default:
+		v.Keys = string(guardian.KeysNone)
+	}
+	if m := e.Meta.TPM; m != nil && e.Meta.Keys == guardian.KeysTPM {
+		v.TPM = &tpmView{Manufacturer: m.Manufacturer, EKSHA256: m.EKSHA256, PIN: m.PIN}
+		if m.PCRs != nil {
+			v.TPM.PCRs = m.PCRs.String()
+		}
 	}
 	for _, k := range []bool{g.SigningKey != nil, g.EncryptionKey != nil} {
 		if k {
@@ -139,8 +167,12 @@ func (v guardianView) statusText() string {
 
 func (v guardianView) keysText() string {
 	switch {
+	case v.HasPrivateKeys && v.Keys == string(guardian.KeysTPM):
+		return "tpm" // generated in this host's TPM, never exported
 	case v.HasPrivateKeys:
-		return "private"
+		return "private" // software keys: the "file" of the JSON's keys
+	case v.Keys == string(guardian.KeysTPM) && v.keysRead > 0:
+		return "one TPM key"
 	case v.keysRead > 0:
 		return "one private key" // a broken entry: what is really there
 	}
@@ -218,15 +250,20 @@ func dateText(t *time.Time) string {
 	return t.UTC().Format(time.DateOnly)
 }
 
-// showGuardian writes one guardian in the chosen format.
+// guardianResult is one guardian as guardian show, create, import and
+// restore print it.
+type guardianResult struct {
+	guardianView
+	outcome
+}
+
+// showGuardian prints one guardian.
 func (a *app) showGuardian(e *certstore.Entry) error {
-	v := newGuardianView(e, time.Now())
-	if a.output == "json" {
-		return writeJSON(a.stdout, struct {
-			guardianView
-			outcome
-		}{v, a.outcome})
-	}
+	return a.print(guardianResult{newGuardianView(e, time.Now()), a.outcome})
+}
+
+func (r guardianResult) writeText(w io.Writer) error {
+	v := r.guardianView
 	pairs := [][2]string{
 		{"Name", v.Name},
 		{"Keys", v.keysText()},
@@ -234,6 +271,12 @@ func (a *app) showGuardian(e *certstore.Entry) error {
 	}
 	if v.KeyProblem != "" {
 		pairs = append(pairs, [2]string{"Key export", "impossible: " + v.KeyProblem})
+	}
+	if t := v.TPM; t != nil {
+		pairs = append(pairs,
+			[2]string{"TPM", fmt.Sprintf("manufacturer %s, endorsement key SHA-256 %s", orDash(t.Manufacturer), orDash(t.EKSHA256))},
+			[2]string{"TPM PCR binding", orText(t.PCRs, "none")},
+			[2]string{"TPM PIN", yesNo(t.PIN)})
 	}
 	if v.Origin != "" {
 		pairs = append(pairs, [2]string{"Origin", v.Origin})
@@ -253,7 +296,16 @@ func (a *app) showGuardian(e *certstore.Entry) error {
 			[2]string{c.role + " valid", c.v.NotBefore.Format(time.DateOnly) + " to " + c.v.NotAfter.Format(time.DateOnly)},
 		)
 	}
-	return writeDetails(a.stdout, pairs)
+	return writeDetails(w, pairs)
+}
+
+func orDash(s string) string { return orText(s, "-") }
+
+func orText(s, none string) string {
+	if s == "" {
+		return none
+	}
+	return s
 }
 
 func yesNo(b bool) string {
@@ -261,22 +313,4 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-// notice tells the user, on standard error and also in JSON mode, what the
-// store said must be told once (for example that a name was not
-// registered).
-func (a *app) notice(c *certstore.Change) {
-	if c != nil && c.Notice != "" {
-		fmt.Fprintf(a.stderr, "guardctl: notice: %s\n", c.Notice)
-	}
-}
-
-// note writes a message for people to standard error (never in JSON mode,
-// where the JSON on standard output says it all).
-func (a *app) note(format string, args ...any) {
-	if a.output == "json" {
-		return
-	}
-	fmt.Fprintf(a.stderr, format+"\n", args...)
 }

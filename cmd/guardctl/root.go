@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/guardctl/guardctl/certstore"
+	"github.com/guardctl/guardctl/tpmkey"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -17,9 +18,14 @@ import (
 // app is the state every command shares: global flags and the streams.
 type app struct {
 	storeSpec string // --store: a directory or certstore.HyperVSpec
-	output    string
-	noInput   bool
-	yes       bool
+	tpmSpec   string // --tpm: the TPM that holds TPM guardians' keys
+	pinFile   string // --pin-file: the TPM guardians' PIN
+	// tpmDev is the TPM, opened on first use and closed when the command
+	// ends.
+	tpmDev  *tpmkey.Device
+	output  string
+	noInput bool
+	yes     bool
 	// dryRun is --dry-run, on the commands that change something.
 	dryRun bool
 	// outcome is what such a command reports in its JSON: whether it
@@ -45,7 +51,11 @@ func (a *app) execute(args []string) int {
 	stdinArg.r, stdinArg.taken = a.stdin, false
 	root := newRootCmd(a)
 	root.SetArgs(args)
-	if cmd, err := root.ExecuteC(); err != nil {
+	cmd, err := root.ExecuteC()
+	if a.tpmDev != nil {
+		a.tpmDev.Close()
+	}
+	if err != nil {
 		bundle := cmd != nil && cmd.Parent() != nil && cmd.Parent().Name() == "vtpm"
 		return printError(a.stderr, a.noAccessError(err, bundle))
 	}
@@ -86,6 +96,8 @@ so that a VM with a virtual TPM starts on a new or reinstalled host.`,
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.storeSpec, "store", os.Getenv("GUARDCTL_STORE"), "guardian store: a directory, or 'hyperv' for Hyper-V's own store on Windows (env GUARDCTL_STORE)")
+	pf.StringVar(&a.tpmSpec, "tpm", os.Getenv("GUARDCTL_TPM"), "the TPM 2.0 that holds TPM guardians' keys: a device (default /dev/tpmrm0) or swtpm:host=HOST,port=PORT (env GUARDCTL_TPM)")
+	pf.StringVar(&a.pinFile, "pin-file", "", "read the TPM guardians' PIN from FILE (- for standard input)")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.BoolVar(&a.noInput, "no-input", false, "never prompt (implied when standard input is not a terminal)")
 	pf.BoolVarP(&a.yes, "yes", "y", false, "assume yes for confirmations")
@@ -164,7 +176,25 @@ func (a *app) store() (certstore.Store, error) {
 	if spec == "" {
 		spec = certstore.DefaultSpec()
 	}
-	return openStore(spec)
+	dev, err := a.tpm()
+	if err != nil {
+		return nil, err
+	}
+	return openStore(spec, certstore.WithTPM(dev))
+}
+
+// tpm returns the TPM --tpm names. Nothing is opened until a TPM key is
+// used, so that a host without a TPM runs every other command.
+func (a *app) tpm() (*tpmkey.Device, error) {
+	if a.tpmDev != nil {
+		return a.tpmDev, nil
+	}
+	d, err := tpmkey.Open(a.tpmSpec, a.readPIN)
+	if err != nil {
+		return nil, err
+	}
+	a.tpmDev = d
+	return d, nil
 }
 
 // interactive reports whether guardctl may prompt: a person at a terminal
@@ -188,7 +218,7 @@ func (a *app) canPrompt() bool {
 		ok := terminalAnswers(a.stdin, a.stderr, terminalTimeout)
 		a.answers = &ok
 		if !ok {
-			fmt.Fprintf(a.stderr, "guardctl: the terminal did not answer within %v; not prompting\n", terminalTimeout)
+			a.tell("the terminal did not answer within %v; not prompting", terminalTimeout)
 		}
 	}
 	return *a.answers

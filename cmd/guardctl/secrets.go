@@ -23,7 +23,7 @@ type passwordSource struct {
 // (entered twice when confirm is set, because it protects something new).
 func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, error) {
 	if p.file != "" {
-		b, err := readInput(p.file, maxPasswordFile)
+		b, err := readSecretInput(p.file, maxPasswordFile)
 		var ce *cliError
 		if errors.As(err, &ce) && ce.code == exitNotFound {
 			ce.hint = fmt.Sprintf("--password-file %s names the file that holds the password; check its path (relative paths start from the current directory)", p.file)
@@ -58,6 +58,38 @@ func (p *passwordSource) read(a *app, prompt string, confirm bool) (string, erro
 		}
 	}
 	return pw, nil
+}
+
+// readPIN returns the TPM guardians' PIN from --pin-file (- is standard
+// input, a FIFO works), else a prompt when a person is at a terminal. A
+// PIN is never a flag value or an environment variable: it would show in
+// process listings.
+func (a *app) readPIN() ([]byte, error) {
+	if a.pinFile != "" {
+		b, err := readSecretInput(a.pinFile, maxPasswordFile)
+		var ce *cliError
+		if errors.As(err, &ce) && ce.code == exitNotFound {
+			ce.hint = fmt.Sprintf("--pin-file %s names the file that holds the PIN; check its path", a.pinFile)
+		}
+		if err != nil {
+			return nil, err
+		}
+		b = bytes.TrimSuffix(b, []byte("\n"))
+		b = bytes.TrimSuffix(b, []byte("\r"))
+		if len(b) == 0 {
+			return nil, usageError("the PIN in %s is empty", a.pinFile)
+		}
+		return b, nil
+	}
+	if !a.canPrompt() {
+		return nil, &cliError{code: exitUsage, msg: "a TPM guardian's key needs its PIN and there is no terminal to ask for it",
+			hint: "pass --pin-file FILE (- reads standard input)"}
+	}
+	var pin string
+	if err := survey.AskOne(&survey.Password{Message: "TPM guardian PIN:"}, &pin, a.surveyStdio()); err != nil {
+		return nil, err
+	}
+	return []byte(pin), nil
 }
 
 // surveyStdio keeps prompts off standard output, which holds only the

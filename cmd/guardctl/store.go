@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 
@@ -29,6 +30,8 @@ type checkResult struct {
 	Remaining int                 `json:"remaining"`
 	Findings  []certstore.Finding `json:"findings"`
 	outcome
+
+	repair bool // --repair: a repairable finding "would be repaired"
 }
 
 func newStoreCheckCmd(a *app) *cobra.Command {
@@ -80,7 +83,7 @@ when problems remain.`,
 				return err
 			}
 			changed, repairable := false, false
-			res := checkResult{Store: st.Location(), Clean: len(findings) == 0, Findings: findings}
+			res := checkResult{Store: st.Location(), Clean: len(findings) == 0, Findings: findings, repair: repair}
 			for _, f := range findings {
 				fixed := f.Action != "" || (repair && f.Repairable)
 				changed = changed || (repair && f.Repairable)
@@ -95,29 +98,11 @@ when problems remain.`,
 			if res.Findings == nil {
 				res.Findings = []certstore.Finding{}
 			}
-			if a.output == "json" {
-				if err := writeJSON(a.stdout, res); err != nil {
-					return err
-				}
-			} else if len(findings) == 0 {
-				a.note("guardctl: store %s is clean", st.Location())
-			} else {
-				rows := make([][]string, 0, len(findings))
-				for _, f := range findings {
-					action := f.Action
-					switch {
-					case action == "" && f.CannotRepair != "":
-						action = "cannot repair: " + f.CannotRepair
-					case action == "" && repair && f.Repairable:
-						action = "would be repaired"
-					case action == "":
-						action = "-"
-					}
-					rows = append(rows, []string{string(f.Kind), f.Path, f.Detail, action})
-				}
-				if err := writeTable(a.stdout, []string{"KIND", "PATH", "PROBLEM", "ACTION"}, rows); err != nil {
-					return err
-				}
+			if len(findings) == 0 {
+				a.note("store %s is clean", st.Location())
+			}
+			if err := a.print(res); err != nil {
+				return err
 			}
 			switch {
 			case res.Remaining > 0 && !repair && repairable:
@@ -135,10 +120,55 @@ when problems remain.`,
 	return cmd
 }
 
+// writeText writes the findings as a table; nothing when there are none
+// (the note says the store is clean).
+func (res checkResult) writeText(w io.Writer) error {
+	if len(res.Findings) == 0 {
+		return nil
+	}
+	rows := make([][]string, 0, len(res.Findings))
+	for _, f := range res.Findings {
+		action := f.Action
+		switch {
+		case action == "" && f.CannotRepair != "":
+			action = "cannot repair: " + f.CannotRepair
+		case action == "" && res.repair && f.Repairable:
+			action = "would be repaired"
+		case action == "":
+			action = "-"
+		}
+		rows = append(rows, []string{string(f.Kind), f.Path, f.Detail, action})
+	}
+	return writeTable(w, []string{"KIND", "PATH", "PROBLEM", "ACTION"}, rows)
+}
+
 // lostView is the JSON output of store recover without an item.
 type lostView struct {
 	Store string               `json:"store"`
 	Items []certstore.LostItem `json:"items"`
+}
+
+// writeText lists what lost+found holds; nothing when it is empty (the
+// note says so).
+func (v lostView) writeText(w io.Writer) error {
+	if len(v.Items) == 0 {
+		return nil
+	}
+	rows := make([][]string, 0, len(v.Items))
+	for _, it := range v.Items {
+		name, keys, state := it.Name, "-", "recoverable"
+		if name == "" {
+			name = "-"
+		}
+		if it.Kind == "guardian" {
+			keys = [...]string{"public only", "one private key", "private"}[it.PrivateKeys]
+		}
+		if !it.Recoverable {
+			state = "no: " + strings.Join(it.Problems, "; ")
+		}
+		rows = append(rows, []string{it.ID, name, keys, state})
+	}
+	return writeTable(w, []string{"ITEM", "GUARDIAN", "KEYS", "RECOVERABLE"}, rows)
 }
 
 func newStoreRecoverCmd(a *app) *cobra.Command {
@@ -156,7 +186,13 @@ With ITEM (an item's name in lost+found, as listed) or NAME (the newest
 recoverable item holding that guardian), add that guardian back to the store,
 under --as NAME when given, its metadata rebuilt if need be. An existing
 guardian of the same name is replaced only with --force, and then kept in the
-trash. The lost+found item is left as it was. Works on a directory store.`,
+trash. The lost+found item is left as it was. Works on a directory store.
+
+An item that is not what guardctl moved there from the store's own guardians,
+as it was (an interrupted write's leftover, something put there by hand,
+changed since, or dated in the future; the list says so) is shown with its
+thumbprints and recovered only when you confirm (--yes). A guardian that comes
+back without private keys is said to.`,
 		Example: `  guardctl store recover
   guardctl store recover UntrustedGuardian
   guardctl store recover 20261125T131256.123456789Z-1a2b3c4d-host-b --as host-b-old`,
@@ -181,35 +217,25 @@ trash. The lost+found item is left as it was. Works on a directory store.`,
 				if items == nil {
 					items = []certstore.LostItem{}
 				}
-				if a.output == "json" {
-					return writeJSON(a.stdout, lostView{Store: dir.Location(), Items: items})
-				}
 				if len(items) == 0 {
-					a.note("guardctl: lost+found of %s is empty", dir.Location())
-					return nil
+					a.note("lost+found of %s is empty", dir.Location())
 				}
-				rows := make([][]string, 0, len(items))
-				for _, it := range items {
-					name, keys, state := it.Name, "-", "recoverable"
-					if name == "" {
-						name = "-"
-					}
-					if it.Kind == "guardian" {
-						keys = [...]string{"public only", "one private key", "private"}[it.PrivateKeys]
-					}
-					if !it.Recoverable {
-						state = "no: " + strings.Join(it.Problems, "; ")
-					}
-					rows = append(rows, []string{it.ID, name, keys, state})
-				}
-				return writeTable(a.stdout, []string{"ITEM", "GUARDIAN", "KEYS", "RECOVERABLE"}, rows)
+				return a.print(lostView{Store: dir.Location(), Items: items})
 			}
 			if as != "" {
 				if err := validName(as); err != nil {
 					return err
 				}
 			}
-			ch, err := dir.Recover(filepath.Base(args[0]), as, force, a.dryRun)
+			ch, err := dir.Recover(filepath.Base(args[0]), as, force, a.dryRun, false)
+			var uv *certstore.UnverifiedError
+			if errors.As(err, &uv) {
+				a.warnUnverified(uv)
+				if err := a.confirm(fmt.Sprintf("Recover guardian %q from %s anyway?", uv.Name, uv.Path), "recovering a guardian guardctl did not move to lost+found from the store as it is"); err != nil {
+					return err
+				}
+				ch, err = dir.Recover(uv.ID, as, force, a.dryRun, true)
+			}
 			if errors.Is(err, certstore.ErrNotFound) {
 				return withHint(err, exitNotFound, "'guardctl store recover' with no argument lists what lost+found holds")
 			}
@@ -218,12 +244,14 @@ trash. The lost+found item is left as it was. Works on a directory store.`,
 			}
 			a.setChanged(true)
 			if ch.ReplacedID != "" {
-				a.note("guardctl: the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", ch.Entry.Name)
+				a.note("the guardian %q it replaced is in the trash ('guardctl guardian list --removed')", ch.Entry.Name)
 			}
-			a.note("guardctl: %s guardian %q into %s; %s", a.would("recovered"), ch.Entry.Name, dir.Location(), ch.Notice)
+			a.note("%s guardian %q into %s; %s", a.would("recovered"), ch.Entry.Name, dir.Location(), ch.Notice)
+			a.notePublicOnly(ch.Entry)
 			return a.showGuardian(ch.Entry)
 		},
 	}
+	asksToConfirm(cmd)
 	cmd.Flags().StringVar(&as, "as", "", "the name to give the recovered guardian")
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing guardian of the same name (it goes to the trash)")
 	a.addDryRun(cmd)

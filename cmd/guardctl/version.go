@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"runtime"
 	"runtime/debug"
 
@@ -72,27 +73,28 @@ build recorded them, and the Go version and platform it was built with.
 -o json gives the same for scripts.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			v := buildVersion()
-			if a.output == "json" {
-				return writeJSON(a.stdout, v)
-			}
-			commit := v.Commit
-			if commit == "" {
-				commit = "unknown"
-			}
-			if v.Modified {
-				commit += " (modified)"
-			}
-			built := v.Date
-			if built == "" {
-				built = "unknown"
-			}
-			return writeDetails(a.stdout, [][2]string{
-				{"guardctl", v.Version},
-				{"Commit", commit},
-				{"Date", built},
-				{"Go", v.GoVersion + " " + v.Platform},
-			})
+			return a.print(buildVersion())
 		},
 	}
+}
+
+// writeText writes the version as "key: value" lines.
+func (v versionInfo) writeText(w io.Writer) error {
+	commit := v.Commit
+	if commit == "" {
+		commit = "unknown"
+	}
+	if v.Modified {
+		commit += " (modified)"
+	}
+	built := v.Date
+	if built == "" {
+		built = "unknown"
+	}
+	return writeDetails(w, [][2]string{
+		{"guardctl", v.Version},
+		{"Commit", commit},
+		{"Date", built},
+		{"Go", v.GoVersion + " " + v.Platform},
+	})
 }

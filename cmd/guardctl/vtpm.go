@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -59,14 +60,14 @@ func (f *stateKeyFlags) given() bool { return f.keyFile != "" || f.passphraseFil
 
 func (f *stateKeyFlags) readSecret() ([]byte, error) {
 	if f.keyFile != "" {
-		data, err := readInput(f.keyFile, 4096)
+		data, err := readSecretInput(f.keyFile, 4096)
 		if err != nil {
 			return nil, err
 		}
 		f.secret = data
 		return data, nil
 	}
-	data, err := readInput(f.passphraseFile, 1<<20)
+	data, err := readSecretInput(f.passphraseFile, 1<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +140,7 @@ func readState(path string) (*vtpm.State, error) {
 		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 			msg = pe.Path + ": no such file or directory"
 		}
-		return nil, &cliError{code: exitNotFound, msg: msg, hint: "check the path; a VM whose TPM state is lost gets a new TPM and its guest loses what it sealed"}
+		return nil, &cliError{code: exitNotFound, msg: msg, hint: "check the path; a VM whose TPM state is lost gets a new TPM and its guest loses what it sealed", err: err}
 	}
 	return st, err
 }
@@ -191,6 +192,9 @@ type checkResultView struct {
 	KDF        string   `json:"kdf,omitempty"` // the passphrase's key derivation that opens it
 	// Image is the qcow2 image the linear state is kept in, if it is.
 	Image *vtpm.ImageInfo `json:"image,omitempty"`
+
+	others   []string // the directory's other files, sorted
+	volatile bool     // the state has a volatile state
 }
 
 func newVTPMCheckCmd(a *app) *cobra.Command {
@@ -212,7 +216,8 @@ key was given), 5 when it does not.`,
 			if err != nil {
 				return err
 			}
-			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits, Image: st.Image}
+			res := checkResultView{Path: st.Path, Layout: string(st.Layout), Blobs: st.Names(), Version: info.Version, Encrypted: info.Encrypted, KeyBits: info.KeyBits, Image: st.Image,
+				others: slices.Sorted(maps.Keys(st.Others)), volatile: st.HasVolatile()}
 			if k.given() {
 				// A passphrase derives a key of the state's size (AES-128
 				// or AES-256), as swtpm's mode= says and wrap does.
@@ -226,40 +231,42 @@ key was given), 5 when it does not.`,
 				}
 				res.KeyChecked, res.KDF = true, string(kdf)
 			}
-			if a.output == "json" {
-				return writeJSON(a.stdout, res)
-			}
-			enc := "plain (not encrypted)"
-			if info.Encrypted {
-				enc = fmt.Sprintf("encrypted, AES-%d-CBC", info.KeyBits)
-			}
-			pairs := [][2]string{{"State", st.Path}, {"Layout", fmt.Sprintf("%s (%s), swtpm blob version %d", st.Layout, strings.Join(st.Names(), ", "), info.Version)}, {"Encryption", enc}}
-			if img := st.Image; img != nil {
-				v := fmt.Sprintf("%s, virtual size %d bytes", img.Format, img.VirtualSize)
-				if img.BackingFile != "" {
-					v += ", backing file " + img.BackingFile
-				}
-				pairs = append(pairs, [2]string{"Image", v})
-			}
-			if len(st.Others) > 0 {
-				pairs = append(pairs, [2]string{"Other files", strings.Join(slices.Sorted(maps.Keys(st.Others)), ", ")})
-			}
-			if st.HasVolatile() {
-				pairs = append(pairs, [2]string{"Volatile state", "present: swtpm resumes from it at its next start"})
-			}
-			switch {
-			case res.KeyChecked && res.KDF != "":
-				pairs = append(pairs, [2]string{"Key", fmt.Sprintf("opens the state, a passphrase with kdf=%s (swtpm --key pwdfile=F,mode=aes-%d-cbc,kdf=%s)", res.KDF, info.KeyBits, res.KDF)})
-			case res.KeyChecked:
-				pairs = append(pairs, [2]string{"Key", "opens the state"})
-			case info.Encrypted:
-				pairs = append(pairs, [2]string{"Key", "not checked: give --key-file or --passphrase-file"})
-			}
-			return writeDetails(a.stdout, pairs)
+			return a.print(res)
 		},
 	}
 	k.register(cmd, "", "the state's")
 	return cmd
+}
+
+// writeText writes what vtpm check found as "key: value" lines.
+func (res checkResultView) writeText(w io.Writer) error {
+	enc := "plain (not encrypted)"
+	if res.Encrypted {
+		enc = fmt.Sprintf("encrypted, AES-%d-CBC", res.KeyBits)
+	}
+	pairs := [][2]string{{"State", res.Path}, {"Layout", fmt.Sprintf("%s (%s), swtpm blob version %d", res.Layout, strings.Join(res.Blobs, ", "), res.Version)}, {"Encryption", enc}}
+	if img := res.Image; img != nil {
+		v := fmt.Sprintf("%s, virtual size %d bytes", img.Format, img.VirtualSize)
+		if img.BackingFile != "" {
+			v += ", backing file " + img.BackingFile
+		}
+		pairs = append(pairs, [2]string{"Image", v})
+	}
+	if len(res.others) > 0 {
+		pairs = append(pairs, [2]string{"Other files", strings.Join(res.others, ", ")})
+	}
+	if res.volatile {
+		pairs = append(pairs, [2]string{"Volatile state", "present: swtpm resumes from it at its next start"})
+	}
+	switch {
+	case res.KeyChecked && res.KDF != "":
+		pairs = append(pairs, [2]string{"Key", fmt.Sprintf("opens the state, a passphrase with kdf=%s (swtpm --key pwdfile=F,mode=aes-%d-cbc,kdf=%s)", res.KDF, res.KeyBits, res.KDF)})
+	case res.KeyChecked:
+		pairs = append(pairs, [2]string{"Key", "opens the state"})
+	case res.Encrypted:
+		pairs = append(pairs, [2]string{"Key", "not checked: give --key-file or --passphrase-file"})
+	}
+	return writeDetails(w, pairs)
 }
 
 // rekeyResult is the JSON output of vtpm rekey.
@@ -277,6 +284,7 @@ type rekeyResult struct {
 	// would be) unless --keep-backup.
 	RemovedBackups []string `json:"removedBackups"`
 	outcome
+	noText // the notes say it
 }
 
 func newVTPMRekeyCmd(a *app) *cobra.Command {
@@ -331,11 +339,8 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			if alreadyUnder(st, info, newKey) {
 				a.setChanged(false)
 				res := rekeyResult{Path: st.Path, Encrypted: info.Encrypted, KeyBits: info.KeyBits, KDF: string(newKDF), Backups: []string{}, RemovedBackups: []string{}, outcome: a.outcome}
-				if a.output == "json" {
-					return writeJSON(a.stdout, res)
-				}
-				a.note("guardctl: %s is already %s; unchanged", st.Path, map[bool]string{true: "encrypted under the new key", false: "plaintext"}[info.Encrypted])
-				return nil
+				a.note("%s is already %s; unchanged", st.Path, map[bool]string{true: "encrypted under the new key", false: "plaintext"}[info.Encrypted])
+				return a.print(res)
 			}
 			oldKey, _, err := old.open(st, max(info.KeyBits, 128))
 			if err != nil {
@@ -394,34 +399,31 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			default:
 				res.BackupsOpenWith = "nothing: they are the plaintext state"
 			}
-			if a.output == "json" {
-				return writeJSON(a.stdout, res)
-			}
 			for _, b := range earlier {
-				a.note("guardctl: %s the earlier backup %s, which opens without the new key (--keep-backup keeps it)", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], b)
+				a.note("%s the earlier backup %s, which opens without the new key (--keep-backup keeps it)", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], b)
 			}
 			if a.dryRun {
-				a.note("guardctl: would re-encrypt %s", st.Path)
-				return nil
+				a.note("would re-encrypt %s", st.Path)
+				return a.print(res)
 			}
 			what := "plaintext"
 			if newKey != nil {
 				what = fmt.Sprintf("AES-%d-CBC under the new key", len(newKey)*8)
 			}
-			if newKDF != "" {
-				defer a.note("guardctl: start swtpm with --key pwdfile=%s,mode=aes-%d-cbc,kdf=%s", next.passphraseFile, len(newKey)*8, newKDF)
-			}
 			switch {
 			case !keep:
-				a.note("guardctl: re-encrypted %s as %s; no copy of the previous files was kept", st.Path, what)
+				a.note("re-encrypted %s as %s; no copy of the previous files was kept", st.Path, what)
 			case toPlain:
-				a.note("guardctl: re-encrypted %s as %s; the previous files are kept as %s", st.Path, what, strings.Join(backup, ", "))
+				a.note("re-encrypted %s as %s; the previous files are kept as %s", st.Path, what, strings.Join(backup, ", "))
 			case info.Encrypted:
-				a.note("guardctl: re-encrypted %s as %s; the backup %s still opens with the previous key or passphrase: delete it once it is not needed", st.Path, what, strings.Join(backup, ", "))
+				a.note("re-encrypted %s as %s; the backup %s still opens with the previous key or passphrase: delete it once it is not needed", st.Path, what, strings.Join(backup, ", "))
 			default:
-				a.note("guardctl: re-encrypted %s as %s; the backup %s is the state in plaintext: delete it once it is not needed", st.Path, what, strings.Join(backup, ", "))
+				a.note("re-encrypted %s as %s; the backup %s is the state in plaintext: delete it once it is not needed", st.Path, what, strings.Join(backup, ", "))
 			}
-			return nil
+			if newKDF != "" {
+				a.note("start swtpm with --key pwdfile=%s,mode=aes-%d-cbc,kdf=%s", next.passphraseFile, len(newKey)*8, newKDF)
+			}
+			return a.print(res)
 		},
 	}
 	old.register(cmd, "", "the current")

@@ -20,6 +20,7 @@ type vtpmAccess struct {
 	rotate       bool
 	keepBackup   bool
 	allowExpired bool
+	noEscrow     bool
 	// oldKey is the transport key a rotation replaced: a revoked guardian
 	// may have kept it, so backups under it still open for that guardian.
 	oldKey []byte
@@ -77,22 +78,22 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	// changes what is on disk too.
 	a.setChanged(changed || (len(stale) > 0 && !c.keepBackup))
 	if !changed {
-		a.note("guardctl: %s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
+		a.note("%s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 	} else if a.dryRun {
-		a.note("guardctl: would write %s", file)
+		a.note("would write %s", file)
 	} else if backup != "" {
 		if c.verb == "revoke" {
-			a.note("guardctl: %s written; the backup %s still lets %s open it: delete it once it is not needed", file, backup, who)
+			a.note("%s written; the backup %s still lets %s open it: delete it once it is not needed", file, backup, who)
 		} else {
-			a.note("guardctl: %s written; the previous version is %s", file, backup)
+			a.note("%s written; the previous version is %s", file, backup)
 		}
 	}
 	switch {
 	case len(stale) == 0:
 	case c.keepBackup:
-		a.note("guardctl: the earlier backups %s still let %s open it (--keep-backup): delete them once they are not needed", strings.Join(stale, ", "), who)
+		a.note("the earlier backups %s still let %s open it (--keep-backup): delete them once they are not needed", strings.Join(stale, ", "), who)
 	default:
-		a.note("guardctl: %s the earlier backups that still let %s open it: %s", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], who, strings.Join(stale, ", "))
+		a.note("%s the earlier backups that still let %s open it: %s", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], who, strings.Join(stale, ", "))
 	}
 	_, err = a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}), func(v *bundleView) {
 		v.Backup = backup
@@ -154,6 +155,15 @@ func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardia
 	}
 	if err != nil || !changed {
 		return nil, err
+	}
+	if c.verb == "revoke" && !c.noEscrow {
+		left, err := keyprotector.Parse(kpXML)
+		if err != nil {
+			return nil, err
+		}
+		if err := left.CheckEscrow(ids, nil); err != nil {
+			return nil, err
+		}
 	}
 	if !c.rotate {
 		return b.Reseal(keyprotector.EncodeFile(kpXML)), nil
@@ -220,6 +230,7 @@ payload is under the old transport key) are removed, and listed, unless
 	if verb == "revoke" {
 		f.BoolVar(&c.rotate, "rotate", false, "re-encrypt the payload under a new transport key")
 		f.BoolVar(&c.keepBackup, "keep-backup", false, "keep the previous bundle as a .bak (0600), which still lets the revoked guardian open it")
+		addNoEscrow(cmd, &c.noEscrow)
 	}
 	a.addDryRun(cmd)
 	return asksToConfirm(cmd)

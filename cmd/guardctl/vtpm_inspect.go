@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -91,11 +92,14 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 	for _, f := range extra {
 		f(&v)
 	}
-	if a.output == "json" {
-		v.outcome = a.outcome
-		return v, writeJSON(a.stdout, v)
-	}
-	m := b.Manifest
+	v.outcome = a.outcome
+	return v, a.print(v)
+}
+
+// writeText writes the bundle's manifest, each line marked when it is
+// unverified, then its key protector.
+func (v bundleView) writeText(w io.Writer) error {
+	m := v.Manifest
 	mark := func(s string) string {
 		if !v.ManifestVerified {
 			return s + "  (unverified)"
@@ -122,8 +126,8 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 	if !v.ManifestVerified {
 		manifest = "UNVERIFIED: " + v.ManifestProblem
 	}
-	if err := writeDetails(a.stdout, [][2]string{
-		{"Bundle", path},
+	if err := writeDetails(w, [][2]string{
+		{"Bundle", v.File},
 		{"Manifest", manifest},
 		{"Created", mark(m.CreatedAt.Format(time.RFC3339))},
 		{"VM", mark(vm)},
@@ -131,10 +135,10 @@ func (a *app) showBundle(path string, b *vtpm.Bundle, p *keyprotector.Protector,
 		{"State encryption", mark(enc)},
 		{"Files", mark(strings.Join(files, ", "))},
 	}); err != nil {
-		return v, err
+		return err
 	}
-	fmt.Fprintln(a.stdout)
-	return v, a.printKP(kv)
+	fmt.Fprintln(w)
+	return v.KeyProtector.writeText(w)
 }
 
 func newVTPMInspectCmd(a *app) *cobra.Command {

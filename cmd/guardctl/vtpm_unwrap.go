@@ -39,6 +39,7 @@ type unwrapBundleResult struct {
 	// beside the target, removed (or that would be).
 	Removed []string `json:"removed,omitempty"`
 	outcome
+	noText // noteUnwrap says it
 }
 
 // writeView is one file a plan writes.
@@ -285,11 +286,8 @@ a process has it open.`,
 					}
 				}
 			}
-			if a.output == "json" {
-				return writeJSON(a.stdout, res)
-			}
-			a.printUnwrap(res, plan, m.StateEncryption, secret, changed)
-			return nil
+			a.noteUnwrap(res, plan, m.StateEncryption, secret, changed)
+			return a.print(res)
 		},
 	}
 	f := cmd.Flags()
@@ -305,8 +303,8 @@ a process has it open.`,
 	return cmd
 }
 
-// printUnwrap says what vtpm unwrap did, or would do.
-func (a *app) printUnwrap(res unwrapBundleResult, plan *vtpm.Plan, enc *vtpm.StateEncryption, secret int, changed bool) {
+// noteUnwrap says in notes what vtpm unwrap did, or would do.
+func (a *app) noteUnwrap(res unwrapBundleResult, plan *vtpm.Plan, enc *vtpm.StateEncryption, secret int, changed bool) {
 	dry := a.dryRun
 	verb := func(past, future string) string {
 		if dry {
@@ -315,33 +313,33 @@ func (a *app) printUnwrap(res unwrapBundleResult, plan *vtpm.Plan, enc *vtpm.Sta
 		return past
 	}
 	for _, l := range res.Removed {
-		a.note("guardctl: %s %s, left by an earlier guardctl that was stopped", verb("removed", "remove"), l)
+		a.note("%s %s, left by an earlier guardctl that was stopped", verb("removed", "remove"), l)
 	}
 	if plan.InPlace {
 		if !changed {
-			a.note("guardctl: %s already holds the state of %s; unchanged", res.To, res.File)
+			a.note("%s already holds the state of %s; unchanged", res.To, res.File)
 			return
 		}
-		a.note("guardctl: %s already holds the state of %s", res.To, res.File)
+		a.note("%s already holds the state of %s", res.To, res.File)
 		for _, f := range plan.Fixes {
-			a.note("guardctl: %s the owner and mode of %s", verb("set", "set"), f.Path)
+			a.note("%s the owner and mode of %s", verb("set", "set"), f.Path)
 		}
 	} else {
-		a.note("guardctl: %s %s with guardian %q into %s", verb("unwrapped", "unwrap"), res.File, res.UnwrapWith, res.To)
+		a.note("%s %s with guardian %q into %s", verb("unwrapped", "unwrap"), res.File, res.UnwrapWith, res.To)
 		if dry {
 			for _, w := range res.Writes {
 				if w.Mode != "" {
-					a.note("guardctl: would write %s (mode %s)", w.Path, w.Mode)
+					a.note("would write %s (mode %s)", w.Path, w.Mode)
 				} else {
-					a.note("guardctl: would write %s in place", w.Path)
+					a.note("would write %s in place", w.Path)
 				}
 			}
 			switch {
 			case plan.Fresh:
 			case plan.BackupDir != "":
-				a.note("guardctl: would keep what %s holds in %s (0600) first", res.To, plan.BackupDir)
+				a.note("would keep what %s holds in %s (0600) first", res.To, plan.BackupDir)
 			default:
-				a.note("guardctl: would keep what %s holds as a .bak beside it", res.To)
+				a.note("would keep what %s holds as a .bak beside it", res.To)
 			}
 		}
 		if img := res.Image; img != nil {
@@ -349,26 +347,26 @@ func (a *app) printUnwrap(res unwrapBundleResult, plan *vtpm.Plan, enc *vtpm.Sta
 			if img.BackingFile != "" {
 				backing = ", backing file " + img.BackingFile
 			}
-			a.note("guardctl: %s the state into the %s image (virtual size %d bytes%s), which keeps its format, size and backing file", verb("wrote", "would write"), img.Format, img.VirtualSize, backing)
+			a.note("%s the state into the %s image (virtual size %d bytes%s), which keeps its format, size and backing file", verb("wrote", "would write"), img.Format, img.VirtualSize, backing)
 		}
 		if res.Device != "" && !dry {
-			a.note("guardctl: wrote %s in place, synced, and read it back", res.Device)
+			a.note("wrote %s in place, synced, and read it back", res.Device)
 		}
 		if res.Backup != "" {
-			a.note("guardctl: the state that was there is kept as %s", res.Backup)
+			a.note("the state that was there is kept as %s", res.Backup)
 		}
 	}
 	switch {
 	case res.SecretOut == "-":
-		a.note("guardctl: the state's %s %s standard output", enc.Secret, verb("went to", "would go to"))
+		a.note("the state's %s %s standard output", enc.Secret, verb("went to", "would go to"))
 	case res.SecretOut == "" || secret == secretSame:
 	case secret == secretWrongMode:
-		a.note("guardctl: %s the mode of %s to 0600", verb("set", "set"), res.SecretOut)
+		a.note("%s the mode of %s to 0600", verb("set", "set"), res.SecretOut)
 	default:
-		a.note("guardctl: the state's %s %s %s (0600)", enc.Secret, verb("is in", "would be written to"), res.SecretOut)
+		a.note("the state's %s %s %s (0600)", enc.Secret, verb("is in", "would be written to"), res.SecretOut)
 	}
 	if res.SwtpmKey != "" && !dry {
-		a.note("guardctl: start swtpm with --key %s", res.SwtpmKey)
+		a.note("start swtpm with --key %s", res.SwtpmKey)
 	}
 }
 

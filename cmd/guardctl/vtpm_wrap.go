@@ -142,7 +142,7 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 			if _, err := os.Lstat(kf.out); err == nil && kf.out != "-" {
 				if b, p := a.sameBundle(kf.out, owner, gs, kf.allowExpired, m, files, modes); b != nil {
 					a.setChanged(false)
-					a.note("guardctl: %s already holds this state for these guardians; unchanged", kf.out)
+					a.note("%s already holds this state for these guardians; unchanged", kf.out)
 					_, err := a.showBundle(kf.out, b, p, nil)
 					return err
 				}
@@ -151,9 +151,12 @@ Refused while a swtpm holds the state, for a missing or empty state, and for TPM
 				}
 			}
 			tk := keyprotector.NewTransportKey()
-			_, kpXML, err := keyprotector.New(tk, owner, gs)
+			kp, kpXML, err := keyprotector.New(tk, owner, gs)
 			if err != nil {
 				return err
+			}
+			if err := a.checkEscrow(kp, nil, kf.noEscrow); err != nil {
+				return fmt.Errorf("refusing to write %s: %w", kf.out, err)
 			}
 			b, err := vtpm.Seal(m, files, modes, keyprotector.EncodeFile(kpXML), tk)
 			if err != nil {
@@ -184,7 +187,7 @@ func (a *app) writeBundle(path string, b *vtpm.Bundle, overwrite bool) error {
 	a.setChanged(true)
 	switch {
 	case a.dryRun:
-		a.note("guardctl: would write %s", path)
+		a.note("would write %s", path)
 		if path == "-" {
 			return nil
 		}
@@ -197,7 +200,7 @@ func (a *app) writeBundle(path string, b *vtpm.Bundle, overwrite bool) error {
 			return err
 		}
 		if backup != "" {
-			a.note("guardctl: %s written; the previous version is %s", path, backup)
+			a.note("%s written; the previous version is %s", path, backup)
 		}
 	}
 	p, err := keyprotector.Parse(b.KeyProtector)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -40,6 +41,9 @@ const maxNameBytes = 255
 // that leftovers of a killed run can be recognised.
 const TempPrefix = ".guardctl-tmp-"
 
+// stagingPrefix starts the names MakeStagingDir makes.
+const stagingPrefix = TempPrefix + "backups-"
+
 // Options control WriteFile.
 type Options struct {
 	// Overwrite replaces an existing file. Without it WriteFile refuses with ErrExists.
@@ -60,6 +64,7 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opt Options) (backup 
 	if err := checkTarget(path, opt); err != nil {
 		return "", err
 	}
+	RemoveLeftovers(filepath.Dir(path))
 	st, err := stage(path, data, perm)
 	if err != nil {
 		return "", err
@@ -111,9 +116,14 @@ func WriteFiles(files []File, opt Options) ([]string, error) {
 			s.discard()
 		}
 	}()
+	cleaned := map[string]bool{}
 	for _, f := range files {
 		if err := checkTarget(f.Path, opt); err != nil {
 			return nil, err
+		}
+		if d := filepath.Dir(f.Path); !cleaned[d] {
+			RemoveLeftovers(d)
+			cleaned[d] = true
 		}
 		s, err := stage(f.Path, f.Data, f.Perm)
 		if err != nil {
@@ -142,6 +152,9 @@ func WriteFiles(files []File, opt Options) ([]string, error) {
 type staged struct {
 	anon *os.File
 	tmp  string
+	// held is the temporary file kept open, and marked live, until it is
+	// in place (where marks exist; see markLive).
+	held *os.File
 }
 
 // stage writes data with mode perm to a new file in path's directory and
@@ -149,6 +162,7 @@ type staged struct {
 func stage(path string, data []byte, perm fs.FileMode) (*staged, error) {
 	if useAnonymous {
 		if f, ok := openAnonymous(filepath.Dir(path)); ok {
+			markLive(f)
 			if err := fill(f, data, perm); err != nil {
 				return nil, err
 			}
@@ -162,13 +176,18 @@ func stage(path string, data []byte, perm fs.FileMode) (*staged, error) {
 		}
 		return nil, err
 	}
+	live := markLive(tmp)
 	err = fill(tmp, data, perm)
-	if err == nil {
+	if err == nil && !live {
 		err = tmp.Close()
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
 		return nil, err
+	}
+	if live {
+		// Kept open (and so marked) until it is renamed into place.
+		return &staged{tmp: tmp.Name(), held: tmp}, nil
 	}
 	return &staged{tmp: tmp.Name()}, nil
 }
@@ -181,6 +200,7 @@ func (s *staged) place(path string, opt Options) (backup string, err error) {
 	}
 	tmp := s.tmp
 	s.tmp = ""
+	defer s.discard()
 	return placeNamed(tmp, path, opt)
 }
 
@@ -194,6 +214,39 @@ func (s *staged) discard() {
 		os.Remove(s.tmp)
 		s.tmp = ""
 	}
+	if s.held != nil {
+		s.held.Close()
+		s.held = nil
+	}
+}
+
+// RemoveLeftovers removes from dir what killed runs of guardctl left there
+// under TempPrefix: temporary files, and the staging directories of
+// backups under way (MakeStagingDir) when they are empty (one that still
+// holds a backup is left as it is). WriteFile, WriteFiles and
+// MakeStagingDir call it, so that the next write in a directory clears
+// what a killed one left. What a running guardctl is using is marked live and
+// left alone. It reports what it removed; where live marks do not exist
+// (see markLive) it removes nothing.
+func RemoveLeftovers(dir string) []string {
+	if !liveMarks {
+		return nil
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, de := range des {
+		if !strings.HasPrefix(de.Name(), TempPrefix) || !(de.Type().IsRegular() || de.IsDir() && strings.HasPrefix(de.Name(), stagingPrefix)) {
+			continue
+		}
+		p := filepath.Join(dir, de.Name())
+		if removeIfDead(p) {
+			removed = append(removed, p)
+		}
+	}
+	return removed
 }
 
 // fill writes data to f with mode perm, synced, and closes f on error.
@@ -387,4 +440,31 @@ func MkdirAll(dir string) error {
 		return err
 	}
 	return os.Chmod(dir, 0o700)
+}
+
+// MkdirNew is MkdirAll, and returns a function that removes the
+// directories it made (deepest first, each only while empty), for a command
+// that fails after making them: a failed command leaves no directory of its
+// own behind.
+func MkdirNew(dir string) (undo func(), err error) {
+	var made []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		made = append(made, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	undo = func() {
+		for _, d := range made {
+			os.Remove(d)
+		}
+	}
+	if err := MkdirAll(dir); err != nil {
+		undo()
+		return nil, err
+	}
+	return undo, nil
 }

@@ -43,9 +43,35 @@ func Backups(path string) ([]string, error) {
 	return out, nil
 }
 
-// ReadBackup reads the backup at path, at most limit bytes; it refuses
+// BackupsWhere lists the backups of path (Backups) whose contents, read
+// up to limit bytes, satisfy opens: what an operation that takes access
+// away must remove, since each still holds what it took away. A backup
+// gone meanwhile, or larger than limit, is passed over.
+func BackupsWhere(path string, limit int64, opens func(data []byte) bool) ([]string, error) {
+	all, err := Backups(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, b := range all {
+		data, err := readBackup(b, limit)
+		var tooLarge *TooLargeError
+		switch {
+		case errors.Is(err, fs.ErrNotExist), errors.As(err, &tooLarge):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		if opens(data) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// readBackup reads the backup at path, at most limit bytes; it refuses
 // anything but a regular file (a link or FIFO put in its place).
-func ReadBackup(path string, limit int64) ([]byte, error) {
+func readBackup(path string, limit int64) ([]byte, error) {
 	fi, err := os.Lstat(path)
 	if err != nil {
 		return nil, err

@@ -48,3 +48,37 @@ func mayBecomeBackup(fi fs.FileInfo) bool {
 	euid := os.Geteuid()
 	return ok && st.Nlink == 1 && (euid == 0 || st.Uid == uint32(euid))
 }
+
+// liveMarks: markLive works here.
+const liveMarks = true
+
+// markLive marks f, a temporary file or directory this process is using,
+// as live: an exclusive flock, which the kernel drops when the process
+// ends, however it ends. RemoveLeftovers removes only what no live process
+// has marked. It reports whether f is marked.
+func markLive(f *os.File) bool {
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
+}
+
+// removeIfDead removes the temporary file or empty directory at path unless
+// a running process holds its live mark, and reports whether it did.
+func removeIfDead(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return false // live
+	}
+	// Still the file that was opened (not replaced meanwhile), and while
+	// this process holds the mark nobody else takes it.
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(fi, now) {
+		return false
+	}
+	return os.Remove(path) == nil
+}

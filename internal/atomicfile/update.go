@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -46,6 +47,9 @@ type UpdateOptions struct {
 // change made meanwhile makes the whole read-modify-write start again. The
 // new file keeps the old one's mode. It refuses a symbolic link.
 func Update(path string, opt UpdateOptions, change func(old []byte) ([]byte, error)) (backup string, changed bool, err error) {
+	if !opt.DryRun {
+		removeLeftoversOnce(filepath.Dir(path))
+	}
 	for attempt := 0; ; attempt++ {
 		f, err := openLocked(path)
 		if err != nil {
@@ -198,20 +202,54 @@ func dropKept(kept, backup, staging string) {
 // MakeStagingDir makes a new directory of mode 0700 in dir for the backups
 // of the files in dir that Update keeps by linking (UpdateOptions
 // StagingDir). The caller removes it (os.Remove) once those Updates are
-// done; a kill leaves it, private, with what was under way.
+// done; a kill leaves it, private, with what was under way. It is marked
+// live for as long as this process runs, and the empty ones earlier runs
+// that were killed left in dir are removed first.
 func MakeStagingDir(dir string) (string, error) {
+	RemoveLeftovers(dir)
 	name := tempName(filepath.Join(dir, "backups"))
 	if err := os.Mkdir(name, 0o700); err != nil {
 		return "", err
 	}
+	if f, err := os.Open(name); err == nil {
+		if markLive(f) {
+			stagingMarks.Store(name, f) // held until the process ends
+		} else {
+			f.Close()
+		}
+	}
 	return name, nil
 }
 
+// stagingMarks holds the open staging directories that carry a live mark.
+var stagingMarks sync.Map
+
+// cleanedDirs holds the directories whose leftovers this process removed:
+// a batch of Updates in one directory looks there once, not once per file.
+var cleanedDirs sync.Map
+
+func removeLeftoversOnce(dir string) {
+	if _, done := cleanedDirs.LoadOrStore(dir, true); !done {
+		RemoveLeftovers(dir)
+	}
+}
+
+// readBounded reads f whole, refusing more than limit (0: no limit): a
+// regular file over it by its size, before a byte is read, and the rest
+// into a buffer of the file's size rather than one grown by doubling.
 func readBounded(f *os.File, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		return io.ReadAll(f)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	var buf bytes.Buffer
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		if fi.Size() > limit {
+			return nil, &TooLargeError{Limit: limit}
+		}
+		buf.Grow(int(fi.Size()) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(f, limit+1))
+	data := buf.Bytes()
 	if err != nil {
 		return nil, err
 	}

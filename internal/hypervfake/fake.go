@@ -362,10 +362,14 @@ func (w *Windows) DropKey(store, thumbprint string) error {
 // keys in Shielded VM Local Certificates, registered under name.
 func (w *Windows) Install(name string, g *guardian.Guardian) error {
 	s := w.Stores()
-	if err := s.Add(certstore.ShieldedVMStore, g.Signing, g.SigningKey); err != nil {
+	sk, ek, err := g.SoftwareKeys()
+	if err != nil {
 		return err
 	}
-	if err := s.Add(certstore.ShieldedVMStore, g.Encryption, g.EncryptionKey); err != nil {
+	if err := s.Add(certstore.ShieldedVMStore, g.Signing, sk); err != nil {
+		return err
+	}
+	if err := s.Add(certstore.ShieldedVMStore, g.Encryption, ek); err != nil {
 		return err
 	}
 	return w.Registry().Register(name, guardian.Thumbprint(g.Signing), guardian.Thumbprint(g.Encryption))
@@ -401,10 +405,10 @@ const Env = "GUARDCTL_TEST_FAKE_WINDOWS"
 // OpenStore opens a store from its --store value as certstore.Open does,
 // except that Hyper-V's store, when Env names a file, is over the fake
 // machine kept in that file (its trash beside it).
-func OpenStore(spec string) (certstore.Store, error) {
+func OpenStore(spec string, opts ...certstore.Option) (certstore.Store, error) {
 	path := os.Getenv(Env)
 	if spec != certstore.HyperVSpec || path == "" {
-		return certstore.Open(spec)
+		return certstore.Open(spec, opts...)
 	}
 	w, err := Open(path)
 	if err != nil {
