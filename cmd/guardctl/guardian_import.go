@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/guardctl/guardctl/certstore"
 	"github.com/guardctl/guardctl/guardian"
+	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/spf13/cobra"
 )
 
@@ -195,36 +195,20 @@ func readPath(path string, limit int64, secret bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := int64(-1)
-	switch mode := fi.Mode(); {
-	case mode.IsRegular():
-		size = fi.Size()
-	case mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice == 0:
-		// A block device: its size is where its end is.
-		if end, err := f.Seek(0, io.SeekEnd); err == nil {
-			size = end
-			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return nil, err
-			}
-		}
+	mode := fi.Mode()
+	fileLike := mode.IsRegular() || (mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice == 0) // a block device
+	switch {
 	case mode.IsDir():
 		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("%s is a directory, not a file", path), path: path}
-	case !secret:
+	case !secret && !fileLike:
 		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("%s is %s, not a file", path, specialKind(mode)),
 			hint: "give the path of a regular file, or - and the data on standard input (< FILE)", path: path}
 	}
-	if size > limit {
+	data, err := atomicfile.ReadBounded(f, limit)
+	if tl := (*atomicfile.TooLargeError)(nil); errors.As(err, &tl) {
 		return nil, tooLarge(path, limit)
 	}
-	buf := make([]byte, 0, max(size, 0)+1) // +1: a file that grew shows
-	data, err := readAllInto(buf, io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, tooLarge(path, limit)
-	}
-	return data, nil
+	return data, err
 }
 
 // specialKind names a file that is neither regular nor a directory.
@@ -238,24 +222,6 @@ func specialKind(mode fs.FileMode) string {
 		return "a socket"
 	}
 	return "a special file"
-}
-
-// readAllInto is io.ReadAll into buf, whose capacity is what is expected:
-// it grows only when more comes.
-func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 // openError is the error for a file given on the command line that cannot

@@ -87,7 +87,7 @@ func readBackup(path string, limit int64) ([]byte, error) {
 	if now, err := f.Stat(); err != nil || !os.SameFile(fi, now) {
 		return nil, fmt.Errorf("%s changed while it was opened", path)
 	}
-	return readBounded(f, limit)
+	return ReadBounded(f, limit)
 }
 
 // RemoveBackups removes the backups at paths (one directory's) and makes

@@ -84,7 +84,7 @@ func updateOnce(f *os.File, path string, opt UpdateOptions, change func([]byte) 
 	if !fi.Mode().IsRegular() {
 		return "", false, fmt.Errorf("%s is not a regular file", path)
 	}
-	old, err := readBounded(f, opt.MaxSize)
+	old, err := ReadBounded(f, opt.MaxSize)
 	if err != nil {
 		return "", false, fmt.Errorf("reading %s: %w", path, err)
 	}
@@ -234,19 +234,36 @@ func removeLeftoversOnce(dir string) {
 	}
 }
 
-// readBounded reads f whole, refusing more than limit (0: no limit): a
-// regular file over it by its size, before a byte is read, and the rest
-// into a buffer of the file's size rather than one grown by doubling.
-func readBounded(f *os.File, limit int64) ([]byte, error) {
+// ReadBounded reads f to its end, at most limit bytes (none for 0): a
+// regular file or block device larger than limit is refused by its size
+// before a byte is read, and is read into a buffer of that size, so that
+// memory is about the file's size, not twice the limit; anything longer
+// than limit is a *TooLargeError.
+func ReadBounded(f *os.File, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		return io.ReadAll(f)
 	}
 	var buf bytes.Buffer
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		if fi.Size() > limit {
+	if fi, err := f.Stat(); err == nil {
+		size := int64(-1)
+		switch mode := fi.Mode(); {
+		case mode.IsRegular():
+			size = fi.Size()
+		case mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice == 0:
+			// A block device: its size is where its end is.
+			if end, err := f.Seek(0, io.SeekEnd); err == nil {
+				if _, err := f.Seek(0, io.SeekStart); err != nil {
+					return nil, err
+				}
+				size = end
+			}
+		}
+		if size > limit {
 			return nil, &TooLargeError{Limit: limit}
 		}
-		buf.Grow(int(fi.Size()) + bytes.MinRead)
+		if size >= 0 {
+			buf.Grow(int(size) + bytes.MinRead)
+		}
 	}
 	_, err := buf.ReadFrom(io.LimitReader(f, limit+1))
 	data := buf.Bytes()
