@@ -1,7 +1,9 @@
 package keyprotector
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
@@ -25,12 +27,26 @@ type FileOptions struct {
 	// was given, and the
 	// files' directories are synced once, by Batch.Sync.
 	Batch *Batch
+	// Escrow, for a revoke, refuses (an *EscrowError) to leave a key
+	// protector that only this store's TPM guardians could open
+	// (CheckEscrow over the identities given); it is checked on the file
+	// as read under its lock.
+	Escrow bool
+	// KeepEarlierBackups, for a revoke, keeps the backups earlier runs
+	// left of the file that still let the revoked guardian unwrap; without
+	// it they are removed (a dry run only lists them), since a revoke that
+	// leaves them takes nothing away.
+	KeepEarlierBackups bool
 }
 
 // FileResult is what GrantFile or RevokeFile did.
 type FileResult struct {
 	Changed bool
 	Backup  string // the backup kept, if any
+	// RemovedBackups and KeptBackups are a revoke's earlier backups that
+	// still let the revoked guardian unwrap: removed (which is a change),
+	// or kept as FileOptions.KeepEarlierBackups asked.
+	RemovedBackups, KeptBackups []string
 }
 
 // GrantFile adds a wrapping for g to the key protector file at path (see
@@ -44,20 +60,59 @@ func GrantFile(path string, identities []*guardian.Guardian, g *guardian.Guardia
 // Revoke), like GrantFile. It keeps no copy of the old file unless
 // opt.Backup.
 func RevokeFile(path string, identities []*guardian.Guardian, g *guardian.Guardian, opt FileOptions) (FileResult, error) {
-	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) { return p.Revoke(identities, g) })
+	return revokeFile(path, identities, guardian.Thumbprint(g.Signing), opt, func(p *Protector) (bool, []byte, error) {
+		if opt.Escrow {
+			if err := p.CheckEscrow(identities, func(w *Wrapping) bool { return w.Matches(g) }); err != nil {
+				return false, nil, err
+			}
+		}
+		return p.Revoke(identities, g)
+	})
 }
 
 // RevokeThumbprintFile is RevokeFile for the guardian whose signing
 // certificate has thumbprint tp (see FindThumbprint), which need not be in
 // any store; a file with no such wrapping is unchanged.
 func RevokeThumbprintFile(path string, identities []*guardian.Guardian, tp string, opt FileOptions) (FileResult, error) {
-	return changeFile(path, opt, func(p *Protector) (bool, []byte, error) {
+	return revokeFile(path, identities, tp, opt, func(p *Protector) (bool, []byte, error) {
 		w := p.FindThumbprint(tp)
 		if w == nil {
 			return false, nil, nil
 		}
+		if opt.Escrow {
+			if err := p.CheckEscrow(identities, func(x *Wrapping) bool { return x == w }); err != nil {
+				return false, nil, err
+			}
+		}
 		return p.Revoke(identities, w.Guardian(tp))
 	})
+}
+
+// revokeFile changes the file, then deals with the earlier backups that
+// still let the guardian whose signing thumbprint is tp unwrap.
+func revokeFile(path string, identities []*guardian.Guardian, tp string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
+	r, err := changeFile(path, opt, change)
+	if err != nil {
+		return r, err
+	}
+	stale, err := BackupsOpeningFor(path, tp)
+	if err != nil {
+		return r, fmt.Errorf("looking for earlier backups that still let it unwrap: %w", err)
+	}
+	stale = slices.DeleteFunc(stale, func(b string) bool { return b == r.Backup })
+	switch {
+	case len(stale) == 0:
+	case opt.KeepEarlierBackups:
+		r.KeptBackups = stale
+	default:
+		r.RemovedBackups, r.Changed = stale, true
+		if !opt.DryRun {
+			if err := atomicfile.RemoveBackups(stale); err != nil {
+				return r, fmt.Errorf("removing the earlier backups that still let it unwrap: %w", err)
+			}
+		}
+	}
+	return r, nil
 }
 
 func changeFile(path string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {

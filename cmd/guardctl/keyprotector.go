@@ -125,6 +125,8 @@ func fileError(path string, err error) error {
 		return about.About(path)
 	case errors.Is(err, fs.ErrNotExist):
 		return openError(path, err)
+	case errors.As(err, new(*keyprotector.EscrowError)):
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return err
 }

@@ -5,13 +5,11 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/guardctl/guardctl/guardian"
-	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -36,7 +34,6 @@ type kpChange struct {
 	jobs         int
 	verbose      bool
 	noEscrow     bool
-	local        []*guardian.Guardian // the store's guardians, for the escrow check
 }
 
 // kpFileResult is one file in the JSON output of grant and revoke.
@@ -94,7 +91,6 @@ func (c *kpChange) run(a *app, files []string) error {
 	if err != nil {
 		return err
 	}
-	c.local = ids // a TPM guardian of this store always has its keys here
 	what := fmt.Sprintf("%s key protector", fmt.Sprint(len(files)))
 	if len(files) == 1 {
 		what = files[0]
@@ -272,22 +268,7 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		opt.Backup = !c.noBackup
 		r, err = keyprotector.GrantFile(file, ids, g, opt)
 	} else {
-		opt.Backup = c.keepBackup
-		if !c.noEscrow {
-			if p, err := readKeyProtector(file); err == nil {
-				drop := func(w *keyprotector.Wrapping) bool { return g != nil && w.Matches(g) }
-				if c.thumbprint != "" {
-					tw := p.FindThumbprint(c.thumbprint)
-					drop = func(w *keyprotector.Wrapping) bool { return w == tw }
-				}
-				if err := p.CheckEscrow(c.local, drop); err != nil {
-					err = fmt.Errorf("%s: %w", file, err)
-					res.code, _ = classify(err)
-					res.Error, res.err = err.Error(), err
-					return res
-				}
-			}
-		}
+		opt.Backup, opt.KeepEarlierBackups, opt.Escrow = c.keepBackup, c.keepBackup, !c.noEscrow
 		if c.thumbprint != "" {
 			r, err = keyprotector.RevokeThumbprintFile(file, ids, c.thumbprint, opt)
 		} else {
@@ -300,49 +281,11 @@ func (c *kpChange) apply(file string, ids []*guardian.Guardian, g *guardian.Guar
 		res.Error, res.err = err.Error(), err
 		return res
 	}
-	res.Changed, res.Backup = r.Changed, r.Backup
-	if c.verb == "revoke" {
-		if r.Backup != "" {
-			res.BackupOpensFor = who
-		}
-		if err := c.earlierBackups(file, g, &res); err != nil {
-			err = fileError(file, err)
-			res.code, _ = classify(err)
-			res.Error, res.err = err.Error(), err
-		}
+	res.Changed, res.Backup, res.RemovedBackups, res.KeptBackups = r.Changed, r.Backup, r.RemovedBackups, r.KeptBackups
+	if c.verb == "revoke" && r.Backup != "" {
+		res.BackupOpensFor = who
 	}
 	return res
-}
-
-// earlierBackups finds the backups of file that earlier runs kept and that
-// still let the revoked guardian unwrap, and removes them unless
-// --keep-backup (or --dry-run): otherwise the revoke would take nothing
-// away. Removing one changes what is on disk, as the revoke does.
-func (c *kpChange) earlierBackups(file string, g *guardian.Guardian, res *kpFileResult) error {
-	tp := c.thumbprint
-	if tp == "" {
-		tp = guardian.Thumbprint(g.Signing)
-	}
-	stale, err := keyprotector.BackupsOpeningFor(file, tp)
-	if err != nil {
-		return fmt.Errorf("looking for earlier backups that still let it unwrap: %w", err)
-	}
-	stale = slices.DeleteFunc(stale, func(b string) bool { return b == res.Backup })
-	if len(stale) == 0 {
-		return nil
-	}
-	if c.keepBackup {
-		res.KeptBackups = stale
-		return nil
-	}
-	res.RemovedBackups, res.Changed = stale, true
-	if c.dryRun {
-		return nil
-	}
-	if err := atomicfile.RemoveBackups(stale); err != nil {
-		return fmt.Errorf("removing the earlier backups that still let it unwrap: %w", err)
-	}
-	return nil
 }
 
 func newKPGrantCmd(a *app) *cobra.Command {
