@@ -95,7 +95,7 @@ func revokeFile(path string, identities []*guardian.Guardian, tp string, opt Fil
 	if err != nil {
 		return r, err
 	}
-	stale, err := BackupsOpeningFor(path, tp)
+	stale, err := backupsOpeningFor(path, tp)
 	if err != nil {
 		return r, fmt.Errorf("looking for earlier backups that still let it unwrap: %w", err)
 	}

@@ -2,12 +2,9 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/guardctl/guardctl/guardian"
-	"github.com/guardctl/guardctl/internal/atomicfile"
 	"github.com/guardctl/guardctl/keyprotector"
 	"github.com/guardctl/guardctl/vtpm"
 	"github.com/spf13/cobra"
@@ -21,9 +18,6 @@ type vtpmAccess struct {
 	keepBackup   bool
 	allowExpired bool
 	noEscrow     bool
-	// oldKey is the transport key a rotation replaced: a revoked guardian
-	// may have kept it, so backups under it still open for that guardian.
-	oldKey []byte
 }
 
 func (c *vtpmAccess) run(a *app, file string) error {
@@ -52,31 +46,26 @@ func (c *vtpmAccess) run(a *app, file string) error {
 	if err := a.confirm(question, "refusing to "+c.verb); err != nil {
 		return err
 	}
-	var now *vtpm.Bundle
-	backup, changed, err := vtpm.UpdateFile(file, vtpm.UpdateOptions{Backup: c.verb == "grant" || c.keepBackup, DryRun: a.dryRun}, func(b *vtpm.Bundle) (*vtpm.Bundle, error) {
-		now = b
-		next, err := c.change(b, ids, g)
-		if next != nil {
-			now = next
-		}
-		return next, err
-	})
+	opt := vtpm.AccessOptions{
+		Policy: keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired},
+		Backup: c.verb == "grant" || c.keepBackup, DryRun: a.dryRun,
+		Rotate: c.rotate, Escrow: !c.noEscrow, KeepEarlierBackups: c.keepBackup,
+	}
+	var r vtpm.AccessResult
+	if c.verb == "grant" {
+		r, err = vtpm.GrantFile(file, ids, g, opt)
+	} else {
+		r, err = vtpm.RevokeFile(file, ids, g, c.thumbprint, opt)
+	}
 	if err != nil {
 		return fileError(file, err)
 	}
+	now, backup, changed := r.Bundle, r.Backup, r.Changed
 	p, err := keyprotector.Parse(now.KeyProtector)
 	if err != nil {
 		return err
 	}
-	var stale []string
-	if c.verb == "revoke" {
-		if stale, err = c.earlierBackups(file, g, backup, a.dryRun); err != nil {
-			return fileError(file, err)
-		}
-	}
-	// Removing the backups that still open for the revoked guardian
-	// changes what is on disk too.
-	a.setChanged(changed || (len(stale) > 0 && !c.keepBackup))
+	a.setChanged(changed)
 	if !changed {
 		a.note("%s: unchanged (%s %s)", file, who, map[string]string{"grant": "already has access", "revoke": "has no access"}[c.verb])
 	} else if a.dryRun {
@@ -88,116 +77,20 @@ func (c *vtpmAccess) run(a *app, file string) error {
 			a.note("%s written; the previous version is %s", file, backup)
 		}
 	}
-	switch {
-	case len(stale) == 0:
-	case c.keepBackup:
-		a.note("the earlier backups %s still let %s open it (--keep-backup): delete them once they are not needed", strings.Join(stale, ", "), who)
-	default:
-		a.note("%s the earlier backups that still let %s open it: %s", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], who, strings.Join(stale, ", "))
+	if len(r.KeptBackups) > 0 {
+		a.note("the earlier backups %s still let %s open it (--keep-backup): delete them once they are not needed", strings.Join(r.KeptBackups, ", "), who)
+	}
+	if len(r.RemovedBackups) > 0 {
+		a.note("%s the earlier backups that still let %s open it: %s", map[bool]string{true: "would remove", false: "removed"}[a.dryRun], who, strings.Join(r.RemovedBackups, ", "))
 	}
 	_, err = a.showBundle(file, now, p, p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: true}), func(v *bundleView) {
 		v.Backup = backup
 		if backup != "" && c.verb == "revoke" {
 			v.BackupOpensFor = who
 		}
-		if c.keepBackup {
-			v.KeptBackups = stale
-		} else {
-			v.RemovedBackups = stale
-		}
+		v.KeptBackups, v.RemovedBackups = r.KeptBackups, r.RemovedBackups
 	})
 	return err
-}
-
-// earlierBackups finds the backups of file that earlier runs kept and that
-// still open for the revoked guardian (its wrapping is in them, or after
-// --rotate their payload is under the old transport key), and removes
-// them unless --keep-backup (or --dry-run): otherwise the revoke, or the
-// rotation, would take nothing away.
-func (c *vtpmAccess) earlierBackups(file string, g *guardian.Guardian, kept string, dryRun bool) ([]string, error) {
-	tp := c.thumbprint
-	if tp == "" {
-		tp = guardian.Thumbprint(g.Signing)
-	}
-	stale, err := vtpm.BackupsOpeningFor(file, func(kp []byte) bool {
-		p, err := keyprotector.Parse(kp)
-		return err == nil && p.FindThumbprint(tp) != nil
-	}, c.oldKey)
-	if err != nil {
-		return nil, fmt.Errorf("looking for earlier backups that still open for it: %w", err)
-	}
-	stale = slices.DeleteFunc(stale, func(b string) bool { return b == kept })
-	if len(stale) == 0 || c.keepBackup || dryRun {
-		return stale, nil
-	}
-	if err := atomicfile.RemoveBackups(stale); err != nil {
-		return nil, fmt.Errorf("removing the earlier backups that still open for it: %w", err)
-	}
-	return stale, nil
-}
-
-// change returns b with g granted or revoked (and, with --rotate, under a
-// new transport key), or nil when g already has (or has no) access.
-func (c *vtpmAccess) change(b *vtpm.Bundle, ids []*guardian.Guardian, g *guardian.Guardian) (*vtpm.Bundle, error) {
-	p, err := keyprotector.Parse(b.KeyProtector)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.Verify(keyprotector.Policy{Now: time.Now(), AllowExpired: c.allowExpired}); err != nil {
-		return nil, err
-	}
-	var changed bool
-	var kpXML []byte
-	if c.verb == "grant" {
-		changed, kpXML, err = p.Grant(ids, g)
-	} else if g = c.in(p, g); g != nil {
-		changed, kpXML, err = p.Revoke(ids, g)
-	}
-	if err != nil || !changed {
-		return nil, err
-	}
-	if c.verb == "revoke" && !c.noEscrow {
-		left, err := keyprotector.Parse(kpXML)
-		if err != nil {
-			return nil, err
-		}
-		if err := left.CheckEscrow(ids, nil); err != nil {
-			return nil, err
-		}
-	}
-	if !c.rotate {
-		return b.Reseal(keyprotector.EncodeFile(kpXML)), nil
-	}
-	// --rotate: the payload goes under a new transport key, wrapped for
-	// those who keep access, so that a revoked guardian that kept the old
-	// key learns nothing from the new bundle.
-	newP, err := keyprotector.Parse(kpXML)
-	if err != nil {
-		return nil, err
-	}
-	oldKey, _, err := newP.Unwrap(ids)
-	if err != nil {
-		return nil, err
-	}
-	c.oldKey = oldKey
-	files, err := b.Open(oldKey)
-	if err != nil {
-		return nil, err
-	}
-	owner, keep, err := newP.Members(ids)
-	if err != nil {
-		return nil, err
-	}
-	tk := keyprotector.NewTransportKey()
-	_, rotatedXML, err := keyprotector.New(tk, owner, keep)
-	if err != nil {
-		return nil, err
-	}
-	modes := map[string]uint32{}
-	for _, f := range b.Manifest.Files {
-		modes[f.Name] = f.Mode
-	}
-	return vtpm.Seal(b.Manifest, files, modes, keyprotector.EncodeFile(rotatedXML), tk)
 }
 
 func newVTPMAccessCmd(a *app, verb string) *cobra.Command {
