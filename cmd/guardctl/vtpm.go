@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -336,7 +335,7 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			}
 			// A state already under the new key (or already plain, for
 			// --to-plain) is left as it is.
-			if alreadyUnder(st, info, newKey) {
+			if st.IsUnder(info, newKey) {
 				a.setChanged(false)
 				res := rekeyResult{Path: st.Path, Encrypted: info.Encrypted, KeyBits: info.KeyBits, KDF: string(newKDF), Backups: []string{}, RemovedBackups: []string{}, outcome: a.outcome}
 				a.note("%s is already %s; unchanged", st.Path, map[bool]string{true: "encrypted under the new key", false: "plaintext"}[info.Encrypted])
@@ -346,52 +345,13 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 			if err != nil {
 				return err
 			}
-			// Everything is decrypted, re-encrypted and read back in memory
-			// before anything is written.
-			blobs, err := st.Transform(func(_ string, b []byte) ([]byte, error) {
-				state, err := vtpm.Decrypt(b, oldKey)
-				if err != nil {
-					return nil, err
-				}
-				out, err := vtpm.Encrypt(state, newKey)
-				if err != nil {
-					return nil, err
-				}
-				if back, err := vtpm.Decrypt(out, newKey); err != nil || !bytes.Equal(back, state) {
-					return nil, fmt.Errorf("the re-encrypted state does not read back")
-				}
-				return out, nil
-			})
+			r, err := vtpm.Rekey(st, oldKey, newKey, vtpm.RekeyOptions{KeepBackup: keepBackup, BackupDir: backupDir, DryRun: a.dryRun})
 			if err != nil {
-				return inFile(st.Path, err)
-			}
-			// A copy of the old files would still open with the old key
-			// (or be the plaintext): kept only when asked, or when the
-			// new state is plaintext anyway. For the same reason the
-			// backups earlier runs kept of this state go when it gets a
-			// new key, unless --keep-backup.
-			keep := toPlain || keepBackup
-			var earlier []string
-			if newKey != nil && !keepBackup {
-				earlier = vtpm.Backups(st, backupDir)
+				return err
 			}
 			a.setChanged(true)
-			backup := []string{}
-			if !a.dryRun {
-				if backup, err = vtpm.Rewrite(st, st.Files(blobs), keep, backupDir); err != nil {
-					return err
-				}
-				if !keep {
-					backup = []string{}
-				}
-				if err := vtpm.RemoveFiles(earlier); err != nil {
-					return fmt.Errorf("%s was re-encrypted, but an earlier backup that opens without the new key could not be removed: %w", st.Path, err)
-				}
-			}
+			backup, earlier, keep := r.Backups, r.RemovedBackups, toPlain || keepBackup
 			res := rekeyResult{Path: st.Path, Encrypted: newKey != nil, KeyBits: len(newKey) * 8, KDF: string(newKDF), Backups: backup, RemovedBackups: earlier, outcome: a.outcome}
-			if res.RemovedBackups == nil {
-				res.RemovedBackups = []string{}
-			}
 			switch {
 			case len(backup) == 0:
 			case info.Encrypted:
@@ -435,17 +395,4 @@ tried with both of swtpm's key derivations unless --kdf names one.`,
 	// aes-cbc is swtpm's own name for AES-128-CBC.
 	choiceVar(cmd, &cipherName, "cipher", "aes-256-cbc", "cipher for a new passphrase: aes-128-cbc or aes-256-cbc (a new key file's length decides for itself)", "aes-128-cbc", "aes-256-cbc", "aes-cbc")
 	return cmd
-}
-
-// alreadyUnder reports whether every blob of st is already encrypted under
-// key with its size (or, for a nil key, already plain).
-func alreadyUnder(st *vtpm.State, info vtpm.Info, key vtpm.Key) bool {
-	if key == nil || !info.Encrypted {
-		return key == nil && !info.Encrypted
-	}
-	if info.KeyBits != len(key)*8 {
-		return false
-	}
-	_, err := st.Transform(func(_ string, b []byte) ([]byte, error) { return vtpm.Decrypt(b, key) })
-	return err == nil
 }
