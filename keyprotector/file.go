@@ -3,7 +3,6 @@ package keyprotector
 import (
 	"fmt"
 	"path/filepath"
-	"slices"
 
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
@@ -60,7 +59,7 @@ func GrantFile(path string, identities []*guardian.Guardian, g *guardian.Guardia
 // Revoke), like GrantFile. It keeps no copy of the old file unless
 // opt.Backup.
 func RevokeFile(path string, identities []*guardian.Guardian, g *guardian.Guardian, opt FileOptions) (FileResult, error) {
-	return revokeFile(path, identities, guardian.Thumbprint(g.Signing), opt, func(p *Protector) (bool, []byte, error) {
+	return revokeFile(path, guardian.Thumbprint(g.Signing), opt, func(p *Protector) (bool, []byte, error) {
 		if opt.Escrow {
 			if err := p.CheckEscrow(identities, func(w *Wrapping) bool { return w.Matches(g) }); err != nil {
 				return false, nil, err
@@ -74,7 +73,7 @@ func RevokeFile(path string, identities []*guardian.Guardian, g *guardian.Guardi
 // certificate has thumbprint tp (see FindThumbprint), which need not be in
 // any store; a file with no such wrapping is unchanged.
 func RevokeThumbprintFile(path string, identities []*guardian.Guardian, tp string, opt FileOptions) (FileResult, error) {
-	return revokeFile(path, identities, tp, opt, func(p *Protector) (bool, []byte, error) {
+	return revokeFile(path, tp, opt, func(p *Protector) (bool, []byte, error) {
 		w := p.FindThumbprint(tp)
 		if w == nil {
 			return false, nil, nil
@@ -90,7 +89,7 @@ func RevokeThumbprintFile(path string, identities []*guardian.Guardian, tp strin
 
 // revokeFile changes the file, then deals with the earlier backups that
 // still let the guardian whose signing thumbprint is tp unwrap.
-func revokeFile(path string, identities []*guardian.Guardian, tp string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
+func revokeFile(path, tp string, opt FileOptions, change func(*Protector) (bool, []byte, error)) (FileResult, error) {
 	r, err := changeFile(path, opt, change)
 	if err != nil {
 		return r, err
@@ -99,18 +98,10 @@ func revokeFile(path string, identities []*guardian.Guardian, tp string, opt Fil
 	if err != nil {
 		return r, fmt.Errorf("looking for earlier backups that still let it unwrap: %w", err)
 	}
-	stale = slices.DeleteFunc(stale, func(b string) bool { return b == r.Backup })
-	switch {
-	case len(stale) == 0:
-	case opt.KeepEarlierBackups:
-		r.KeptBackups = stale
-	default:
-		r.RemovedBackups, r.Changed = stale, true
-		if !opt.DryRun {
-			if err := atomicfile.RemoveBackups(stale); err != nil {
-				return r, fmt.Errorf("removing the earlier backups that still let it unwrap: %w", err)
-			}
-		}
+	r.RemovedBackups, r.KeptBackups, err = atomicfile.SettleBackups(stale, r.Backup, opt.KeepEarlierBackups, opt.DryRun)
+	r.Changed = r.Changed || len(r.RemovedBackups) > 0
+	if err != nil {
+		return r, fmt.Errorf("removing the earlier backups that still let it unwrap: %w", err)
 	}
 	return r, nil
 }

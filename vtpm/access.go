@@ -2,7 +2,6 @@ package vtpm
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/guardctl/guardctl/guardian"
 	"github.com/guardctl/guardctl/internal/atomicfile"
@@ -96,18 +95,10 @@ func RevokeFile(path string, identities []*guardian.Guardian, g *guardian.Guardi
 	if err != nil {
 		return r, fmt.Errorf("looking for earlier backups that still open for it: %w", err)
 	}
-	stale = slices.DeleteFunc(stale, func(b string) bool { return b == r.Backup })
-	switch {
-	case len(stale) == 0:
-	case opt.KeepEarlierBackups:
-		r.KeptBackups = stale
-	default:
-		r.RemovedBackups, r.Changed = stale, true
-		if !opt.DryRun {
-			if err := atomicfile.RemoveBackups(stale); err != nil {
-				return r, fmt.Errorf("removing the earlier backups that still open for it: %w", err)
-			}
-		}
+	r.RemovedBackups, r.KeptBackups, err = atomicfile.SettleBackups(stale, r.Backup, opt.KeepEarlierBackups, opt.DryRun)
+	r.Changed = r.Changed || len(r.RemovedBackups) > 0
+	if err != nil {
+		return r, fmt.Errorf("removing the earlier backups that still open for it: %w", err)
 	}
 	return r, nil
 }

@@ -90,6 +90,23 @@ func readBackup(path string, limit int64) ([]byte, error) {
 	return ReadBounded(f, limit)
 }
 
+// SettleBackups deals with the backups of a file that still hold what an
+// operation took away (found), but for except, the one it kept because the
+// user asked: with keep they stay and come back as kept; otherwise they are
+// removed (a dry run only lists them) and come back as removed.
+func SettleBackups(found []string, except string, keep, dryRun bool) (removed, kept []string, err error) {
+	found = slices.DeleteFunc(found, func(b string) bool { return b == except })
+	switch {
+	case len(found) == 0:
+		return nil, nil, nil
+	case keep:
+		return nil, found, nil
+	case dryRun:
+		return found, nil, nil
+	}
+	return found, nil, RemoveBackups(found)
+}
+
 // RemoveBackups removes the backups at paths (one directory's) and makes
 // that durable. A backup already gone is not an error.
 func RemoveBackups(paths []string) error {
