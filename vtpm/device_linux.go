@@ -56,7 +56,7 @@ func openDeviceNotInUse(dev string) (*os.File, error) {
 	if held, err := lockHeld(dev); err != nil {
 		return fail(err)
 	} else if held {
-		return fail(fmt.Errorf("%s: %w", dev, ErrInUse))
+		return fail(fmt.Errorf("%s: %w: a process holds a lock on it", dev, ErrInUse))
 	}
 	// swtpm opens a linear state without O_EXCL and may not lock it: a
 	// process that has the device open is found in /proc.

@@ -319,8 +319,10 @@ func (s *State) Transform(f func(name string, blob []byte) ([]byte, error)) (map
 	return out, nil
 }
 
-// ErrInUse is returned when a running swtpm holds the state directory's lock.
-var ErrInUse = errors.New("a running swtpm is using the state")
+// ErrInUse is returned when a process (a swtpm, a qemu-storage-daemon, a
+// QEMU) has the state open or holds its lock; the error names it where it
+// can.
+var ErrInUse = errors.New("the state is in use")
 
 // CheckNotInUse fails with ErrInUse when a process holds a lock on the
 // state or has it open, as CheckPathNotInUse tells.
@@ -381,7 +383,7 @@ func CheckPathNotInUse(path string) error {
 		return fmt.Errorf("%w: process %d (%s) has it open", ErrInUse, pid, name)
 	}
 	if locked {
-		return ErrInUse
+		return fmt.Errorf("%w: a process holds its lock (a running swtpm holds its state's)", ErrInUse)
 	}
 	return nil
 }
