@@ -277,18 +277,6 @@ func asking(who string, g *guardian.Guardian) string {
 	return fmt.Sprintf("%s (signing %s)", who, guardian.Thumbprint(g.Signing))
 }
 
-// in is the guardian to revoke from p: g, or with --thumbprint the one p
-// has a wrapping for (nil when p has none).
-func (r *revokeFlags) in(p *keyprotector.Protector, g *guardian.Guardian) *guardian.Guardian {
-	if r.thumbprint == "" {
-		return g
-	}
-	if w := p.FindThumbprint(r.thumbprint); w != nil {
-		return w.Guardian(r.thumbprint)
-	}
-	return nil
-}
-
 // accessTarget loads the guardian a grant or revoke is about (public
 // parts); a grant refuses expired certificates unless allowExpired.
 func (a *app) accessTarget(name, verb string, allowExpired bool) (*guardian.Guardian, error) {
