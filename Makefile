@@ -74,7 +74,7 @@ FUZZ_TARGETS := ./guardian:FuzzDecodePFX ./guardian:FuzzPFXStructure ./guardian:
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "== [$(T)] fuzz: go test -fuzz $${t#*:} -fuzztime $(FUZZTIME) $${t%:*}"; \
-		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%:*}" >/dev/null || exit 1; \
+		out=$$($(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%:*}" 2>&1) || { echo "$$out"; exit 1; }; \
 	done
 
 # bench times guardctl against the equivalent openssl pipelines and against
