@@ -491,12 +491,9 @@ func (s *Dir) rebuildMeta(dir string, e *Entry) (string, error) {
 		rel, _ := filepath.Rel(s.dir, dst)
 		action += "; the damaged one was moved to " + filepath.ToSlash(rel)
 	}
-	meta := Meta{Version: 1, Name: e.Name, HasPrivateKeys: e.Guardian.HasPrivateKeys(), Origin: OriginRecovered, AddedAt: time.Now().UTC().Truncate(time.Second)}
-	if e.Guardian.KeyLocation() == guardian.KeysTPM {
-		// The blobs carry their policy; the TPM's identity and the PCR
-		// values at creation are gone with the old metadata.
-		meta.Keys, meta.TPM = guardian.KeysTPM, tpmMeta(e.Guardian)
-	}
+	// A TPM guardian's blobs carry their policy; the TPM's identity and
+	// the PCR values at creation are gone with the old metadata.
+	meta := metaFor(e.Guardian, e.Name, OriginRecovered)
 	if fi, err := os.Stat(filepath.Join(dir, signingCertFile)); err == nil {
 		meta.AddedAt = fi.ModTime().UTC().Truncate(time.Second)
 	}

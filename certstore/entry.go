@@ -69,6 +69,16 @@ type TPMMeta struct {
 	PIN bool `json:"pin"`
 }
 
+// metaFor is the metadata the store records for g, under name, when it
+// adds it now.
+func metaFor(g *guardian.Guardian, name string, origin Origin) Meta {
+	m := Meta{Version: 1, Name: name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin, AddedAt: time.Now().UTC().Truncate(time.Second)}
+	if g.KeyLocation() == guardian.KeysTPM {
+		m.Keys, m.TPM = guardian.KeysTPM, tpmMeta(g)
+	}
+	return m
+}
+
 // tpmMeta describes g's TPM keys for its metadata.
 func tpmMeta(g *guardian.Guardian) *TPMMeta {
 	sk, _ := g.SigningKey.(*tpmkey.Key)

@@ -211,7 +211,7 @@ func (s *Dir) Recover(item, as string, replace, dryRun, accept bool) (*Change, e
 		if _, err := os.Lstat(s.path(guardiansDir, name)); err == nil && !replace {
 			return nil, fmt.Errorf("guardian %q %w", name, ErrExists)
 		}
-		return &Change{Entry: &Entry{Name: name, Meta: Meta{Version: 1, Name: name, HasPrivateKeys: g.HasPrivateKeys(), Origin: OriginRecovered}, Guardian: &g}, Notice: notice}, nil
+		return &Change{Entry: &Entry{Name: name, Meta: metaFor(&g, name, OriginRecovered), Guardian: &g}, Notice: notice}, nil
 	}
 	origin := e.Meta.Origin
 	if e.Broken() || origin == "" {

@@ -46,10 +46,7 @@ func (s *Dir) add(g *guardian.Guardian, origin Origin, replace bool) (replacedID
 		return "", fmt.Errorf("guardian %q %w", g.Name, ErrExists)
 	}
 	tmp := s.path(tmpDir, newID(time.Now())+"-"+g.Name)
-	meta := Meta{Version: 1, Name: g.Name, HasPrivateKeys: g.HasPrivateKeys(), Origin: origin, AddedAt: time.Now().UTC().Truncate(time.Second)}
-	if g.KeyLocation() == guardian.KeysTPM {
-		meta.Keys, meta.TPM = guardian.KeysTPM, tpmMeta(g)
-	}
+	meta := metaFor(g, g.Name, origin)
 	if err := writeEntry(tmp, g, meta); err != nil {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("writing guardian %q: %w", g.Name, err)
